@@ -1,0 +1,106 @@
+/*
+ * mvcc.h -- etcd's multi-version key-value store, on LevelDB with an RCU index.
+ *
+ * Semantics are etcd 3.4's mvcc + etcdserver apply, as a client sees them:
+ * main/sub revisions, create/mod revision, version, tombstones, reads at a past
+ * revision, compaction, limit/more/count, sort, keys-only, count-only, the
+ * min/max revision filters, range_end rules, Put prev_kv/ignore_value/
+ * ignore_lease, DeleteRange prev_kv, Txn compares (every target and result,
+ * ranged compares) and nested txns.
+ *
+ * Threads. One writer: the apply actor calls the write functions, between
+ * mvcc_batch_begin() and mvcc_batch_commit(). Readers: any thread registered
+ * with liburcu (rcu_register_thread) may call mvcc_range() at any time; it
+ * never blocks on the writer and sees only committed batches.
+ *
+ * Durability. LevelDB writes are not synced: the WAL is the durability point.
+ * mvcc_batch_commit() writes the batch's records and the consistent index in
+ * ONE LevelDB write, so after a crash the store is exactly at some batch
+ * boundary and reports (mvcc_consistent_index) where Raft must replay from.
+ *
+ * Memory. Response structs are allocated from the caller's arena (msg/arena.h)
+ * and point into it; the caller packs them, then resets the arena.
+ * Functions return 0 or a negative cetcd_err (msg/errors.h).
+ */
+#ifndef CETCD_STORE_MVCC_H
+#define CETCD_STORE_MVCC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv.pb-c.h"
+#include "rpc.pb-c.h"
+#include "msg/arena.h"
+
+typedef struct mvcc mvcc;
+
+/* Called by the writer for every change, in revision order, during a batch:
+ * the future source of watch events. kv and prev_kv (NULL if none) are valid
+ * only during the call. type is MVCCPB__EVENT__EVENT_TYPE__PUT or __DELETE. */
+typedef void (*mvcc_event_fn)(void *arg, int type, const Mvccpb__KeyValue *kv,
+                              const Mvccpb__KeyValue *prev_kv);
+
+/* Lease hooks (the lease issue fills them in). NULL = no leases exist:
+ * a Put with lease != 0 fails with CETCD_E_LEASE_NOT_FOUND. */
+typedef struct mvcc_lease_hooks {
+  void *arg;
+  bool (*exists)(void *arg, int64_t lease_id);
+  void (*attach)(void *arg, int64_t lease_id, const uint8_t *key, size_t key_len);
+  void (*detach)(void *arg, int64_t lease_id, const uint8_t *key, size_t key_len);
+} mvcc_lease_hooks;
+
+typedef struct mvcc_options {
+  size_t leveldb_cache_bytes;   /* 0 = a sensible default */
+  size_t leveldb_write_buffer_bytes;
+} mvcc_options;
+
+/* Opens (creating if needed) the store in `dir`, rebuilds the in-memory index
+ * from LevelDB. On failure returns <0 and writes a message into err. */
+int mvcc_open(const char *dir, const mvcc_options *opt, mvcc **out, char *err, size_t err_len);
+void mvcc_close(mvcc *m);
+
+void mvcc_set_event_fn(mvcc *m, mvcc_event_fn fn, void *arg);
+void mvcc_set_lease_hooks(mvcc *m, const mvcc_lease_hooks *hooks);
+
+/* Any thread. */
+uint64_t mvcc_consistent_index(const mvcc *m); /* last Raft index applied */
+int64_t mvcc_current_rev(const mvcc *m);       /* newest committed revision */
+int64_t mvcc_compact_rev(const mvcc *m);       /* -1 before any compaction */
+uint64_t mvcc_db_size_bytes(const mvcc *m);    /* approximate */
+
+/* --- write side: the apply thread only -------------------------------------
+ * Each write request that changes something takes the next main revision;
+ * its changes get sub revisions 0,1,2,... A request that changes nothing
+ * (e.g. a delete that matches no key, a read-only txn) takes no revision.
+ * resp->header must point to a header struct; these set header->revision. */
+void mvcc_batch_begin(mvcc *m);
+int mvcc_put(mvcc *m, const Etcdserverpb__PutRequest *req, Etcdserverpb__PutResponse *resp, arena *a);
+int mvcc_delete_range(mvcc *m, const Etcdserverpb__DeleteRangeRequest *req,
+                      Etcdserverpb__DeleteRangeResponse *resp, arena *a);
+int mvcc_txn(mvcc *m, const Etcdserverpb__TxnRequest *req, Etcdserverpb__TxnResponse *resp, arena *a);
+/* Records the compaction; physical removal of old revisions happens after the
+ * batch commits (readers that started earlier still see their data). */
+int mvcc_compact(mvcc *m, const Etcdserverpb__CompactionRequest *req,
+                 Etcdserverpb__CompactionResponse *resp, arena *a);
+/* A Range run by the writer: sees the batch's uncommitted changes. */
+int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
+                        Etcdserverpb__RangeResponse *resp, arena *a);
+/* One LevelDB write for everything since mvcc_batch_begin, plus the
+ * consistent index; then publishes the new index root to readers. */
+int mvcc_batch_commit(mvcc *m, uint64_t consistent_index);
+/* Makes everything committed so far durable in LevelDB itself (a synced
+ * write), so the WAL before mvcc_consistent_index() may be released. */
+int mvcc_sync(mvcc *m);
+
+/* --- read side: any RCU-registered thread ----------------------------------- */
+int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__RangeResponse *resp, arena *a);
+
+/* --- request validation, as etcd's gRPC layer does it before proposing -------
+ * Pure functions; max_txn_ops is --max-txn-ops. */
+int kv_validate_range(const Etcdserverpb__RangeRequest *req);
+int kv_validate_put(const Etcdserverpb__PutRequest *req);
+int kv_validate_delete_range(const Etcdserverpb__DeleteRangeRequest *req);
+int kv_validate_txn(const Etcdserverpb__TxnRequest *req, int max_txn_ops);
+
+#endif
