@@ -1,0 +1,55 @@
+/*
+ * mailbox.h -- an actor's inbox: a bounded lock-free ring of pointers plus an
+ * eventfd to sleep on.
+ *
+ * Concurrency contract: many producers, ONE consumer (the owning actor).
+ * Every message is a pointer; ownership of what it points to passes to the
+ * consumer on a successful push (see msg/msgs.h for who frees what).
+ *
+ * Wake-up protocol (no lost wake-ups, no eventfd write per message): the
+ * consumer announces it is about to sleep (mailbox_prepare_sleep), re-checks
+ * the ring, then blocks on the eventfd (directly or through epoll). A
+ * producer pushes, then writes the eventfd only if the consumer announced
+ * sleep. Both sides put a full fence between their store and their load.
+ *
+ * Bounded: a push to a full mailbox fails (mailbox_try_push) or waits with
+ * backoff (mailbox_push); nothing grows without limit.
+ */
+#ifndef CETCD_MSG_MAILBOX_H
+#define CETCD_MSG_MAILBOX_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <ck_ring.h>
+
+typedef struct mailbox {
+  ck_ring_t ring;
+  ck_ring_buffer_t *slots;
+  unsigned capacity;      /* ring slots (power of two); holds capacity-1 */
+  int efd;                /* eventfd, nonblocking */
+  int sleeping;           /* consumer is (about to be) blocked: producers must wake it */
+} mailbox;
+
+/* capacity is rounded up to a power of two. Returns 0 or -errno. */
+int mailbox_init(mailbox *mb, unsigned capacity);
+void mailbox_destroy(mailbox *mb);
+
+/* Producers (any thread). */
+bool mailbox_try_push(mailbox *mb, void *msg);
+/* Waits (yield, then short sleeps) while full. Use where dropping is wrong
+ * and the consumer is known to be draining. */
+void mailbox_push(mailbox *mb, void *msg);
+
+/* Consumer only. */
+void *mailbox_pop(mailbox *mb);           /* NULL when empty */
+unsigned mailbox_size(const mailbox *mb); /* approximate */
+int mailbox_fd(const mailbox *mb);        /* for epoll: readable = maybe messages */
+/* Announce intent to sleep; returns false (and cancels) if messages are
+ * already waiting. After it returns true, block on the fd (poll/epoll/read),
+ * then call mailbox_wake_done(). */
+bool mailbox_prepare_sleep(mailbox *mb);
+void mailbox_wake_done(mailbox *mb);
+/* prepare_sleep + poll on the fd for up to timeout_ms (-1 = forever) + done. */
+void mailbox_wait(mailbox *mb, int timeout_ms);
+
+#endif
