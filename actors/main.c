@@ -1,0 +1,2 @@
+/* Placeholder until the server's entry point lands. */
+int main(void) { return 2; }
