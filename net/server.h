@@ -1,0 +1,194 @@
+/*
+ * server.h -- the net actor's transport: an application-agnostic gRPC server
+ * (HTTP/2 over cleartext TCP, nghttp2 server sessions) with HTTP/1.1 on the
+ * same port, run by N event-loop threads.
+ *
+ * THREADS AND OWNERSHIP
+ *   Every connection, stream and call belongs to exactly one event loop
+ *   (thread). All callbacks in net_handlers run on that loop's thread, and
+ *   every function below marked "loop thread" must be called only from the
+ *   thread of the loop passed in (normally from inside a callback). The only
+ *   functions callable from any thread are net_post(), net_loop_count() and
+ *   net_server_port(). To answer a call from another thread, post a message to
+ *   the call's loop (call.loop) with net_post() and reply from on_post.
+ *
+ * CALL IDS
+ *   A net_call names one gRPC call (or one HTTP/1.1 request) and is a plain
+ *   value, copyable across threads. Connections are kept in per-loop slots
+ *   with generation counters and HTTP/2 stream ids are never reused within a
+ *   connection, so a stale id (connection closed, slot reused, stream reset
+ *   or already finished) is detected: replies to it are silently dropped.
+ *
+ * BATCHING
+ *   One loop turn = epoll_wait, read every readable socket (feeding nghttp2,
+ *   which invokes on_message ...), drain the loop's mailbox (on_post),
+ *   on_turn_end, then serialize each dirty connection's nghttp2 output into
+ *   its buffer and write it with one write() per connection. Replies made
+ *   during the turn therefore leave together.
+ *
+ * LIMITS
+ *   max_conns (split evenly across loops), max_concurrent_streams per
+ *   connection (sent in SETTINGS and enforced by nghttp2), max_recv_msg_bytes
+ *   per gRPC message, a cap on buffered output per connection (a connection
+ *   with too much unsent output is not read until it drains), HTTP/1.1 header
+ *   and body caps, HTTP/2 header list size.
+ *
+ * TLS: a later seam (net_config.tls); cleartext (h2c, prior knowledge) now.
+ */
+#ifndef CETCD_NET_SERVER_H
+#define CETCD_NET_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct net_server net_server;
+typedef struct net_loop net_loop;
+
+/* One call (unary), stream, or HTTP/1.1 request (stream_id == 0). */
+typedef struct net_call {
+  uint32_t loop;      /* index of the owning loop: net_post() target */
+  uint32_t conn_slot; /* connection slot within that loop */
+  uint32_t conn_gen;  /* generation of the slot when the call began */
+  int32_t stream_id;  /* HTTP/2 stream id; 0 = the HTTP/1.1 request */
+} net_call;
+
+typedef enum {
+  NET_UNARY,         /* one request message, one reply */
+  NET_CLIENT_STREAM, /* many request messages, one reply */
+  NET_SERVER_STREAM, /* one request message, many replies */
+  NET_BIDI_STREAM    /* many both ways */
+} net_method_kind;
+
+typedef struct net_method {
+  const char *path;     /* "/etcdserverpb.KV/Range"; must outlive the server */
+  net_method_kind kind;
+  int id;               /* application's id, passed back in callbacks */
+} net_method;
+
+/* Why a stream's on_stream_end fired. */
+typedef enum {
+  /* The client half-closed (END_STREAM) a client/bidi stream. The call is
+   * STILL ALIVE: the app may keep sending and must end it with
+   * net_stream_finish() (etcd's servers return OK on EOF). */
+  NET_END_HALF_CLOSE,
+  /* RST_STREAM from the client, a stream error, or the connection died. The
+   * call id is dead; replies to it are dropped. */
+  NET_END_GONE
+} net_end_reason;
+
+typedef struct net_http_header {
+  const char *name;  /* as received (not NUL-terminated); compare case-insensitively */
+  size_t name_len;
+  const char *value;
+  size_t value_len;
+} net_http_header;
+
+/* One HTTP/1.1 request. Every pointer is valid only during on_http; copy
+ * what is needed. Answer exactly once, now or later, with net_http_reply()
+ * on req->call; the connection reads no further request until then. */
+typedef struct net_http_req {
+  net_call call;
+  const char *method;   /* NUL-terminated, e.g. "GET" */
+  const char *target;   /* NUL-terminated request target, e.g. "/v3/kv/range?x=1" */
+  const net_http_header *headers;
+  size_t n_headers;
+  const uint8_t *body;  /* Content-Length bytes (chunked bodies are refused, 411) */
+  size_t body_len;
+  bool keep_alive;      /* false after the reply when the client asked to close */
+} net_http_req;
+
+typedef struct net_handlers {
+  void *app;
+  /* On the loop thread, before it serves anything (e.g. rcu_register_thread). */
+  void (*on_loop_start)(void *app, net_loop *loop, uint32_t loop_index);
+  /* On the loop thread, after it stopped serving (e.g. rcu_unregister_thread). */
+  void (*on_loop_stop)(void *app, net_loop *loop);
+  /* One complete gRPC message: the unary/server-stream request, or one
+   * message of a client/bidi stream. `msg` is valid only during the call.
+   * For NET_UNARY / NET_SERVER_STREAM it fires once, as soon as the message
+   * is complete (as grpc-go does: it does not wait for the half-close). */
+  void (*on_message)(void *app, net_loop *loop, net_call call, int method_id,
+                     const uint8_t *msg, size_t len);
+  /* Unary calls: the call ended before the app replied (client reset,
+   * connection gone). Optional. The call id is dead. */
+  void (*on_call_cancel)(void *app, net_loop *loop, net_call call, int method_id);
+  /* Client/bidi/server streams: see net_end_reason. Fires at most once per
+   * reason; NET_END_GONE is the last callback for the call. Not fired after
+   * the app itself finished the stream. */
+  void (*on_stream_end)(void *app, net_loop *loop, net_call call, int method_id,
+                        net_end_reason why);
+  /* After each loop turn's input and posts are processed, before output is
+   * flushed: lets the app batch work. */
+  void (*on_turn_end)(void *app, net_loop *loop);
+  /* A message posted to this loop with net_post(); ownership passes here. */
+  void (*on_post)(void *app, net_loop *loop, void *msg);
+  /* Plain HTTP/1.1 request (told apart from HTTP/2 by the connection
+   * preface). NULL = every request gets 404. */
+  void (*on_http)(void *app, net_loop *loop, const net_http_req *req);
+} net_handlers;
+
+typedef struct net_config {
+  const char *const *listen;  /* "host:port" (IPv4, [IPv6] or name); port 0 = ephemeral */
+  size_t n_listen;
+  uint32_t loops;                  /* event-loop threads; 0 = 1 */
+  size_t max_recv_msg_bytes;       /* gRPC receive limit; 0 = 4 MiB (grpc-go default).
+                                    * etcd: max-request-bytes + 512 KiB */
+  uint32_t max_concurrent_streams; /* per connection; 0 = 1000 */
+  size_t max_conns;                /* whole server; 0 = 10000 */
+  size_t max_conn_out_bytes;       /* unsent output per conn before reads pause; 0 = 16 MiB */
+  size_t max_http1_body_bytes;     /* 0 = max_recv_msg_bytes */
+  uint32_t mailbox_slots;          /* per-loop net_post capacity; 0 = 65536 */
+  const net_method *methods;
+  size_t n_methods;
+  /* Service names ("etcdserverpb.Watch") whose methods are all answered
+   * UNIMPLEMENTED "method <Method> not implemented" (grpc-go's text for a
+   * registered service whose implementation embeds Unimplemented...Server). */
+  const char *const *unimplemented_services;
+  size_t n_unimplemented;
+  void *tls; /* reserved for the TLS seam; must be NULL for now */
+} net_config;
+
+/* Binds every listen address (SO_REUSEPORT, one listening socket per loop
+ * and address), starts the loops, returns 0. On error returns -1 and writes
+ * a message into err. `cfg` arrays and strings must outlive the server. */
+int net_server_start(const net_config *cfg, const net_handlers *h,
+                     net_server **out, char *err, size_t err_len);
+/* Stops and joins the loops (on_loop_stop runs on each), closes every
+ * connection, frees messages still queued in mailboxes with free(). Not from
+ * a loop thread. NULL is a no-op. */
+void net_server_stop(net_server *s);
+
+/* --- any thread ----------------------------------------------------------- */
+/* Posts msg to loop loop_index's mailbox; on_post receives it. Waits with
+ * backoff while the mailbox is full. Returns 0, or -1 if loop_index is out
+ * of range or the server is stopping (msg not taken). */
+int net_post(net_server *s, uint32_t loop_index, void *msg);
+uint32_t net_loop_count(const net_server *s);
+/* Port actually bound for cfg->listen[listen_index] (useful with port 0). */
+uint16_t net_server_port(const net_server *s, size_t listen_index);
+
+/* --- loop thread ---------------------------------------------------------- */
+uint32_t net_loop_index(const net_loop *loop);
+net_server *net_loop_server(const net_loop *loop);
+
+/* Unary / client-stream call: one message then trailers grpc-status 0. */
+void net_reply(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
+/* Any call: grpc-status `grpc_code` with grpc-message (percent-encoded on
+ * the wire). Trailers-Only when nothing was sent yet. message may be NULL. */
+void net_reply_error(net_loop *loop, net_call call, int grpc_code, const char *message);
+/* Server/bidi stream: one message. Returns 0, or -1 if the call is dead. */
+int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
+/* Server/bidi stream: trailers and END_STREAM. The call is dead afterwards. */
+void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char *message);
+/* Bytes queued on the call not yet handed to the socket (0 if dead). */
+size_t net_stream_pending_bytes(net_loop *loop, net_call call);
+/* True while the call can still be answered. */
+bool net_call_alive(net_loop *loop, net_call call);
+
+/* Answers the HTTP/1.1 request `call` (from net_http_req.call).
+ * extra_headers: NULL or "Name: value\r\n..." lines appended verbatim. */
+void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
+                    const char *extra_headers, const void *body, size_t len);
+
+#endif
