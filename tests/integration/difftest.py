@@ -296,6 +296,14 @@ def etcdctl(endpoint, args, stdin=b"", timeout=30):
 #                        !py ["put", b"\xc3(", "v"]
 #   !py EXPR <<< EXPR2   both
 #   @sleep SECONDS       pause (on both sides), e.g. after compaction
+#   @grpc METHOD EXPR    a raw KV call etcdctl 3.4 cannot make (min/max
+#                        revision filters, lease compares, nested txns,...):
+#                        METHOD is Range|Put|DeleteRange|Txn|Compact, EXPR a
+#                        Python expression building the request with `pb`
+#                        (etcd3.etcdrpc.rpc_pb2), e.g.
+#                        @grpc Range pb.RangeRequest(key=b"a", min_mod_revision=5)
+#                        The "output" compared is the response in protobuf
+#                        text format, or the gRPC status code and message.
 
 class Case:
     def __init__(self, lineno, args, stdin, text):
@@ -304,6 +312,7 @@ class Case:
         self.stdin = stdin    # bytes
         self.text = text      # the source line(s), for messages
         self.sleep = None
+        self.grpc = None      # (method, expr) for @grpc lines
 
 
 def _eval(expr, where):
@@ -335,6 +344,12 @@ def parse_case_file(path):
             c.sleep = float(s.split()[1])
             cases.append(c)
             continue
+        if s.startswith("@grpc "):
+            _, method, expr = s.split(None, 2)
+            c = Case(lineno, [], b"", s)
+            c.grpc = (method, expr)
+            cases.append(c)
+            continue
         stdin = b""
         text = s
         m = re.search(r"\s<<([A-Za-z_]+)$", s)
@@ -363,6 +378,57 @@ def parse_case_file(path):
             args = shlex.split(s)
         cases.append(Case(lineno, args, stdin, text))
     return cases
+
+
+# ---------------------------------------------------------------------------
+# Raw gRPC (for @grpc case lines and the bad-input test)
+# ---------------------------------------------------------------------------
+
+_KV_METHODS = {"Range": "RangeResponse", "Put": "PutResponse",
+               "DeleteRange": "DeleteRangeResponse", "Txn": "TxnResponse",
+               "Compact": "CompactionResponse"}
+_channels = {}
+
+
+def rpc_pb2():
+    from etcd3.etcdrpc import rpc_pb2 as pb
+    return pb
+
+
+def channel(endpoint):
+    import grpc
+    ch = _channels.get(endpoint)
+    if ch is None:
+        ch = grpc.insecure_channel(endpoint, options=[
+            ("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)])
+        _channels[endpoint] = ch
+    return ch
+
+
+def close_channel(endpoint):
+    ch = _channels.pop(endpoint, None)
+    if ch is not None:
+        ch.close()
+
+
+def grpc_kv(endpoint, method, expr, timeout=10):
+    """Run one KV call; return (rc, out, err) like etcdctl(): rc 0 and the
+    response in text format, or rc 1 and 'StatusCode.X: message'."""
+    import grpc
+    from google.protobuf import text_format
+    pb = rpc_pb2()
+    req = eval(expr, {"__builtins__": {}}, {"pb": pb})
+    resp_cls = getattr(pb, _KV_METHODS[method])
+    call = channel(endpoint).unary_unary(
+        "/etcdserverpb.KV/" + method,
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=resp_cls.FromString)
+    try:
+        resp = call(req, timeout=timeout)
+    except grpc.RpcError as e:
+        return 1, b"", ("%s: %s\n" % (e.code(), e.details())).encode()
+    return 0, text_format.MessageToString(resp, as_utf8=False).encode(), b""
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Environment:
                   validate the harness itself: everything must match)
   DIFF_CASES      comma-separated case file names to run (default: all)
   DIFF_MAX_DIFFS  stop printing diffs after this many per file (default 50)
+  DIFF_SHOW       if set, print every command with the reference's output
 
 Prints one line per failing command with a unified diff, a line per case
 file, and at the end `N passed, N failed` (N = commands); exits 1 on any
@@ -73,18 +74,27 @@ def run_file(path, ref_bin, cand_bin, pool):
                 import time
                 time.sleep(c.sleep)
                 continue
-            fa = pool.submit(dt.etcdctl, ref.endpoint, c.args, c.stdin)
-            fb = pool.submit(dt.etcdctl, cand.endpoint, c.args, c.stdin)
+            if c.grpc:
+                fa = pool.submit(dt.grpc_kv, ref.endpoint, *c.grpc)
+                fb = pool.submit(dt.grpc_kv, cand.endpoint, *c.grpc)
+            else:
+                fa = pool.submit(dt.etcdctl, ref.endpoint, c.args, c.stdin)
+                fb = pool.submit(dt.etcdctl, cand.endpoint, c.args, c.stdin)
             ra, rb = fa.result(), fb.result()
             ma = (ra[0], dt.mask(ra[1], ref, mref), dt.mask(ra[2], ref, mref))
             mb = (rb[0], dt.mask(rb[1], cand, mcand), dt.mask(rb[2], cand, mcand))
             d = dt.diff_result(ma, mb, "etcd", "cetcd")
+            if os.environ.get("DIFF_SHOW"):
+                print(">>> %s:%d: %s\n[rc=%s]\n%s%s" % (
+                    name, c.lineno, c.text if c.grpc else dt.fmt_args(c.args), ma[0],
+                    "".join(dt._show(ma[1])), "".join(dt._show(ma[2]))))
             if not d:
                 passed += 1
                 continue
             failed += 1
             if failed <= max_diffs:
-                print("FAIL %s:%d: etcdctl %s" % (name, c.lineno, dt.fmt_args(c.args)))
+                print("FAIL %s:%d: %s" % (name, c.lineno, c.text if c.grpc
+                                            else "etcdctl " + dt.fmt_args(c.args)))
                 if c.stdin:
                     print("  stdin: %r" % (c.stdin[:200],))
                 sys.stdout.write(d)
@@ -97,6 +107,8 @@ def run_file(path, ref_bin, cand_bin, pool):
             print("WARN %s: reference etcd died during the run" % name)
         return passed, failed
     finally:
+        dt.close_channel(ref.endpoint)
+        dt.close_channel(cand.endpoint)
         ref.cleanup()
         cand.cleanup()
 
