@@ -16,12 +16,26 @@
  * record with one write(v) and one fdatasync. A new segment is created (and the
  * directory fsynced) when the current one is full.
  *
- * Replay (wal_open): records are handed to the callback in order. A torn tail
- * -- a partial or zero-length/zero-filled record at the end of the last
- * segment, or a CRC mismatch at the very end of the last segment -- is
- * truncated with a warning. Damage anywhere else (bad CRC followed by valid
- * records, bad header in a non-last segment) fails the open with an error
- * naming the file and byte offset.
+ * Records never straddle segments. A record larger than segment_bytes gets a
+ * segment of its own size. A segment's name carries the index of the last
+ * WAL_REC_ENTRY written before it, plus one (0 for the very first segment).
+ *
+ * Each new segment starts with a copy of the latest WAL_REC_META,
+ * WAL_REC_SNAPSHOT and WAL_REC_HARDSTATE records written before it (as etcd's
+ * WAL does), so wal_release() can delete old segments without losing them.
+ * Replay may therefore deliver those records more than once: the last one
+ * delivered is the current one.
+ *
+ * Replay (wal_open): records are handed to the callback in order. A preallocated
+ * segment is zero-filled, so a zero length field followed only by zeros is the
+ * clean end of the log. A torn tail -- a partial record, a CRC mismatch, or
+ * non-zero garbage, at the end of the last segment, with no valid record
+ * anywhere after it -- is cut off (the rest of the file is zeroed) with a
+ * warning naming the file and offset; the writer continues right after the
+ * last valid record. Damage anywhere else (a bad record followed by any valid
+ * record, any bad record in a non-last segment, a gap in the segment
+ * sequence) fails the open with an error naming the file and byte offset, e.g.
+ *   wal: corrupt record in /d/0000000000000002-0000000000001000.wal at offset 4096: crc mismatch
  *
  * File I/O goes through wal_io so tests can inject EIO, ENOSPC, short/torn
  * writes and crashes.
@@ -41,6 +55,9 @@ enum wal_rec_type {
   WAL_REC_META = 4,      /* member id, cluster id: written once at creation */
 };
 
+/* Each member behaves like the system call of the same name: -1 and errno on
+ * failure. fallocate is mode 0 (allocate and extend, reads give zeros).
+ * Directory listing, rename, unlink and mkdir use libc directly. */
 typedef struct wal_io {
   int (*open)(const char *path, int flags, mode_t mode);
   ssize_t (*pwritev)(int fd, const struct iovec *iov, int iovcnt, off_t off);
@@ -74,7 +91,9 @@ int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *ar
              char *err, size_t err_len);
 void wal_close(wal *w);
 
-/* Buffers one record (copied). Returns 0 or -ENOMEM. */
+/* Buffers one record (copied). Returns 0, -ENOMEM, -EINVAL (len above
+ * WAL_RECORD_DATA_MAX or a type outside enum wal_rec_type), or the sticky
+ * error of an earlier failed wal_sync. */
 int wal_append(wal *w, uint8_t type, uint64_t index, const void *data, size_t len);
 /* Writes everything buffered and fdatasyncs once. Returns 0 or -errno; after
  * an error the WAL refuses further writes (the server must stop). */
@@ -82,5 +101,54 @@ int wal_sync(wal *w);
 /* Deletes whole segments all of whose entry records have index < index.
  * Never deletes the segment being written. */
 int wal_release(wal *w, uint64_t index);
+
+/* Number of segment files, the current one included. */
+size_t wal_segment_count(const wal *w);
+
+/* --- record codec: pure, no I/O (tests/fuzz/fuzz_wal_record.c drives it) --- */
+
+#define WAL_RECORD_HEADER_BYTES 17u /* len, crc32c, type, index */
+/* A len field above this is damage, not a record: 64 MiB. */
+#define WAL_RECORD_LEN_MAX (64u << 20)
+#define WAL_RECORD_DATA_MAX (WAL_RECORD_LEN_MAX - 9u)
+
+enum wal_decode_status {
+  WAL_DECODE_OK = 0,
+  WAL_DECODE_ZERO = -1,    /* len field is 0: the zero-filled end of a segment */
+  WAL_DECODE_SHORT = -2,   /* buffer ends inside the record */
+  WAL_DECODE_BAD_LEN = -3, /* len < 9 or len > WAL_RECORD_LEN_MAX */
+  WAL_DECODE_BAD_CRC = -4,
+  WAL_DECODE_BAD_TYPE = -5, /* CRC fine but type outside enum wal_rec_type */
+};
+
+typedef struct wal_record {
+  uint8_t type;
+  uint64_t index;
+  const uint8_t *data; /* points into the decoded buffer */
+  size_t len;
+} wal_record;
+
+/* Encoded size of a record with len bytes of data. */
+static inline size_t wal_record_bytes(size_t len) { return WAL_RECORD_HEADER_BYTES + len; }
+/* Writes wal_record_bytes(len) bytes to out (the caller sized it). */
+void wal_encode_record(uint8_t *out, uint8_t type, uint64_t index, const void *data, size_t len);
+/* Decodes the record at buf[0]. On WAL_DECODE_OK fills rec and *consumed. */
+int wal_decode_record(const uint8_t *buf, size_t len, wal_record *rec, size_t *consumed);
+const char *wal_decode_strerror(int status);
+
+/* The replay path over one segment's bytes. Calls fn for each valid record
+ * (fn may be NULL); stops at the first record that does not decode, or when fn
+ * returns non-zero (then returns that value, else 0). */
+typedef struct wal_scan_result {
+  size_t valid_bytes;  /* offset just past the last valid record */
+  size_t records;      /* valid records delivered */
+  int damage;          /* 0: clean end (zeros or EOF), else a wal_decode_status */
+  int valid_after;     /* damage is followed by a valid record (not a torn tail) */
+  size_t valid_after_off;
+  uint64_t entry_max;  /* largest WAL_REC_ENTRY index seen */
+  int has_entry;
+} wal_scan_result;
+int wal_scan_segment(const uint8_t *buf, size_t len, wal_replay_fn fn, void *arg,
+                     wal_scan_result *res);
 
 #endif
