@@ -1,0 +1,177 @@
+/*
+ * main.c -- cetcd-bench's command line.
+ *
+ *   cetcd-bench [global flags] put   [--total N --key-size B --val-size B
+ *                                     --key-space-size N --sequential-keys --rate R]
+ *   cetcd-bench [global flags] range KEY [END] [--total N --consistency l|s
+ *                                     --limit N --count-only --rate R]
+ *
+ * Flag names and defaults are those of etcd's benchmark tool where it has
+ * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
+ * --key-space-size, --sequential-keys, --rate, --consistency, --limit,
+ * --count-only). Ours: --threads (event loops; default 1, since the server
+ * needs the machine's other core), --format text|json, --server-pid.
+ * Flags may come before or after the command, as with cobra.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/cetcd-bench/bench.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: cetcd-bench [flags] put|range [KEY [END]]\n"
+          "\n"
+          "Commands:\n"
+          "  put            Benchmark put\n"
+          "  range KEY [END] Benchmark range\n"
+          "\n"
+          "Flags:\n"
+          "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
+          "  --conns N              total number of gRPC connections (default 1)\n"
+          "  --clients N            total number of gRPC clients (default 1)\n"
+          "  --threads N            client event-loop threads (default 1)\n"
+          "  --total N              total number of requests (default 10000)\n"
+          "  --rate N               maximum requests per second, 0 = no limit (default 0)\n"
+          "  --key-size N           key size of put request (default 8)\n"
+          "  --val-size N           value size of put request (default 8)\n"
+          "  --key-space-size N     maximum possible keys (default 1)\n"
+          "  --sequential-keys      use sequential keys\n"
+          "  --consistency l|s      linearizable or serializable range (default l)\n"
+          "  --limit N              maximum number of keys per range, 0 = no limit (default 0)\n"
+          "  --count-only           only count keys\n"
+          "  --format text|json     output format (default text)\n"
+          "  --server-pid PID       report the server's peak RSS and CPU from /proc\n");
+}
+
+enum {
+  OPT_ENDPOINTS = 1000, OPT_CONNS, OPT_CLIENTS, OPT_THREADS, OPT_TOTAL, OPT_RATE, OPT_KEY_SIZE,
+  OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
+  OPT_SERVER_PID, OPT_HELP,
+};
+
+static const struct option long_opts[] = {
+    {"endpoints", required_argument, NULL, OPT_ENDPOINTS},
+    {"conns", required_argument, NULL, OPT_CONNS},
+    {"clients", required_argument, NULL, OPT_CLIENTS},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"total", required_argument, NULL, OPT_TOTAL},
+    {"rate", required_argument, NULL, OPT_RATE},
+    {"key-size", required_argument, NULL, OPT_KEY_SIZE},
+    {"val-size", required_argument, NULL, OPT_VAL_SIZE},
+    {"key-space-size", required_argument, NULL, OPT_KEY_SPACE},
+    {"sequential-keys", no_argument, NULL, OPT_SEQ},
+    {"consistency", required_argument, NULL, OPT_CONSISTENCY},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"count-only", no_argument, NULL, OPT_COUNT_ONLY},
+    {"format", required_argument, NULL, OPT_FORMAT},
+    {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+    {"help", no_argument, NULL, OPT_HELP},
+    {NULL, 0, NULL, 0},
+};
+
+/* Parses a non-negative integer flag in [min, max]; exits on junk. */
+static long parse_long(const char *flag, const char *s, long min, long max) {
+  char *end;
+  long v = strtol(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || v < min || v > max) {
+    fprintf(stderr, "cetcd-bench: invalid value \"%s\" for --%s (want %ld..%ld)\n", s, flag, min,
+            max);
+    exit(2);
+  }
+  return v;
+}
+
+static void parse_endpoints(bench_cfg *cfg, char *list) {
+  cfg->n_endpoints = 0;
+  for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+       tok = strtok_r(NULL, ",", &save)) {
+    if (cfg->n_endpoints == BENCH_ENDPOINTS_MAX) {
+      fprintf(stderr, "cetcd-bench: at most %d endpoints\n", BENCH_ENDPOINTS_MAX);
+      exit(2);
+    }
+    cfg->endpoints[cfg->n_endpoints++] = tok;
+  }
+  if (cfg->n_endpoints == 0) {
+    fprintf(stderr, "cetcd-bench: --endpoints is empty\n");
+    exit(2);
+  }
+}
+
+static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
+  switch (opt) {
+  case OPT_ENDPOINTS: parse_endpoints(cfg, arg); break;
+  case OPT_CONNS: cfg->conns = (int)parse_long("conns", arg, 1, 100000); break;
+  case OPT_CLIENTS: cfg->clients = (int)parse_long("clients", arg, 1, 1000000); break;
+  case OPT_THREADS: cfg->threads = (int)parse_long("threads", arg, 1, 64); break;
+  case OPT_TOTAL: cfg->total = parse_long("total", arg, 1, 1000000000); break;
+  case OPT_RATE: cfg->rate = (double)parse_long("rate", arg, 0, 100000000); break;
+  case OPT_KEY_SIZE: cfg->key_size = (int)parse_long("key-size", arg, 1, 4096); break;
+  case OPT_VAL_SIZE: cfg->val_size = (int)parse_long("val-size", arg, 0, 16 << 20); break;
+  case OPT_KEY_SPACE: cfg->key_space_size = parse_long("key-space-size", arg, 1, 1L << 40); break;
+  case OPT_SEQ: cfg->sequential_keys = 1; break;
+  case OPT_CONSISTENCY:
+    if (strcmp(arg, "l") != 0 && strcmp(arg, "s") != 0) {
+      fprintf(stderr, "cetcd-bench: --consistency must be l or s, got %s\n", arg);
+      exit(2);
+    }
+    cfg->serializable = arg[0] == 's';
+    break;
+  case OPT_LIMIT: cfg->limit = parse_long("limit", arg, 0, 1L << 40); break;
+  case OPT_COUNT_ONLY: cfg->count_only = 1; break;
+  case OPT_FORMAT:
+    if (strcmp(arg, "json") != 0 && strcmp(arg, "text") != 0) {
+      fprintf(stderr, "cetcd-bench: --format must be text or json, got %s\n", arg);
+      exit(2);
+    }
+    cfg->json = arg[0] == 'j';
+    break;
+  case OPT_SERVER_PID: cfg->server_pid = (int)parse_long("server-pid", arg, 1, 1 << 30); break;
+  case OPT_HELP: usage(stdout); exit(0);
+  default: usage(stderr); exit(2);
+  }
+}
+
+static void parse_args(bench_cfg *cfg, int argc, char **argv) {
+  static char default_ep[] = "127.0.0.1:2379";
+  cfg->endpoints[0] = default_ep;
+  cfg->n_endpoints = 1;
+  cfg->conns = cfg->clients = cfg->threads = 1;
+  cfg->total = 10000;
+  cfg->key_size = cfg->val_size = 8;
+  cfg->key_space_size = 1;
+  int opt;
+  while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+    if (opt == 'h') opt = OPT_HELP;
+    parse_flag(cfg, opt, optarg);
+  }
+  int npos = argc - optind;
+  char **pos = argv + optind;
+  if (npos >= 1 && strcmp(pos[0], "put") == 0 && npos == 1) {
+    cfg->scenario = BENCH_PUT;
+  } else if (npos >= 2 && npos <= 3 && strcmp(pos[0], "range") == 0) {
+    cfg->scenario = BENCH_RANGE;
+    cfg->range_key = pos[1];
+    cfg->range_end = npos == 3 ? pos[2] : NULL;
+  } else {
+    if (npos >= 1 && strcmp(pos[0], "range") == 0)
+      fprintf(stderr, "cetcd-bench: range takes KEY [END]\n");
+    usage(stderr);
+    exit(2);
+  }
+  cfg->scenario_name = pos[0];
+  if (cfg->threads > cfg->conns) cfg->threads = cfg->conns; /* a loop needs a connection */
+}
+
+int main(int argc, char **argv) {
+  bench_cfg cfg = {0};
+  bench_result res = {0};
+  parse_args(&cfg, argc, argv);
+  if (bench_run(&cfg, &res) != 0) return 1;
+  if (cfg.json) bench_report_json(&cfg, &res);
+  else bench_report_text(&cfg, &res);
+  free(res.lat);
+  return res.failed == 0 ? 0 : 1;
+}

@@ -1,0 +1,350 @@
+/*
+ * run.c -- the closed-loop load generator.
+ *
+ * Clients are independent requesters with one request in flight each;
+ * client i uses connection i % conns, and connection j is driven by event
+ * loop (thread) j % threads, so a client and its connection always live on
+ * one thread and nothing on the hot path is shared but two atomic counters.
+ *
+ * Every request takes a ticket (0 .. total-1) from a shared counter. The
+ * ticket decides the key (--sequential-keys), the slot in the latency array
+ * (each slot is written by exactly one thread, so no lock), and, with
+ * --rate, the earliest start time: ticket k may not start before
+ * t0 + k / rate. A client whose ticket is not due yet waits in its thread's
+ * FIFO (tickets are taken in increasing order, so the FIFO is sorted).
+ *
+ * Connections are established before the clock starts, as etcd's benchmark
+ * tool dials its clients first.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "bench/cetcd-bench/bench.h"
+#include "cli/client/client.h"
+#include "rpc.pb-c.h"
+
+#define KEY_BYTES_MAX 4096
+
+typedef struct bench_thread bench_thread;
+
+typedef struct bench_client {
+  bench_thread *t;
+  cc_conn *conn;
+  long ticket;
+  double start;
+  uint64_t rng;
+  struct bench_client *wait_next;
+  uint8_t *key; /* key_size bytes (put) */
+} bench_client;
+
+typedef struct bench_shared {
+  const bench_cfg *cfg;
+  bench_result *res;
+  atomic_long next_ticket;
+  double t0;
+  uint8_t *value; /* val_size bytes, the same for every put */
+} bench_shared;
+
+struct bench_thread {
+  bench_shared *sh;
+  cc_loop *loop;
+  cc_conn **conns; /* this thread's connections, by global index / threads */
+  int n_conns;
+  bench_client *clients;
+  int n_clients;
+  int active;                    /* clients still working */
+  bench_client *wait_head, *wait_tail; /* --rate: clients waiting for their slot */
+  bench_errs errs;
+  long ok, failed;
+  double last_done;
+  pthread_t tid;
+};
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void bench_errs_add(bench_errs *errs, int status, const char *message, long count) {
+  for (int i = 0; i < errs->n; i++) {
+    if (errs->e[i].status == status && strncmp(errs->e[i].message, message,
+                                               sizeof errs->e[i].message - 1) == 0) {
+      errs->e[i].count += count;
+      return;
+    }
+  }
+  if (errs->n == BENCH_ERRS_MAX) {
+    errs->other += count;
+    return;
+  }
+  bench_err *e = &errs->e[errs->n++];
+  e->status = status;
+  snprintf(e->message, sizeof e->message, "%s", message);
+  e->count = count;
+}
+
+static uint64_t rng_next(uint64_t *s) {
+  /* xorshift64*: plenty for picking keys */
+  uint64_t x = *s;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  *s = x;
+  return x * 2685821657736338717ull;
+}
+
+/* Go's binary.PutVarint (zigzag, then base-128), truncated to `cap` bytes:
+ * the key encoding of etcd's benchmark tool. */
+static void put_varint(uint8_t *dst, size_t cap, int64_t x) {
+  uint64_t ux = (uint64_t)x << 1;
+  if (x < 0) ux = ~ux;
+  size_t i = 0;
+  while (ux >= 0x80 && i < cap) {
+    dst[i++] = (uint8_t)(ux | 0x80);
+    ux >>= 7;
+  }
+  if (i < cap) dst[i] = (uint8_t)ux;
+}
+
+static void client_take(bench_client *c);
+
+static void client_done(bench_client *c, int status, const char *message) {
+  bench_thread *t = c->t;
+  double end = now_s();
+  t->last_done = end;
+  if (status == CC_STATUS_OK) {
+    t->sh->res->lat[c->ticket] = end - c->start;
+    t->ok++;
+  } else {
+    t->sh->res->lat[c->ticket] = -1.0;
+    t->failed++;
+    bench_errs_add(&t->errs, status, message, 1);
+  }
+  client_take(c);
+}
+
+static void on_reply(void *ud, const cc_reply *r) { client_done(ud, r->status, r->message); }
+
+static void client_send(bench_client *c) {
+  const bench_cfg *cfg = c->t->sh->cfg;
+  int rv;
+  c->start = now_s();
+  if (cfg->scenario == BENCH_PUT) {
+    long k = cfg->sequential_keys ? c->ticket % cfg->key_space_size
+                                  : (long)(rng_next(&c->rng) % (uint64_t)cfg->key_space_size);
+    memset(c->key, 0, (size_t)cfg->key_size);
+    put_varint(c->key, (size_t)cfg->key_size, k);
+    Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+    req.key.data = c->key;
+    req.key.len = (size_t)cfg->key_size;
+    req.value.data = c->t->sh->value;
+    req.value.len = (size_t)cfg->val_size;
+    rv = cc_unary(c->conn, CC_PATH_PUT, &req.base, on_reply, c);
+  } else {
+    Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
+    req.key.data = (uint8_t *)cfg->range_key;
+    req.key.len = strlen(cfg->range_key);
+    if (cfg->range_end) {
+      req.range_end.data = (uint8_t *)cfg->range_end;
+      req.range_end.len = strlen(cfg->range_end);
+    }
+    req.serializable = cfg->serializable ? 1 : 0;
+    req.limit = cfg->limit;
+    req.count_only = cfg->count_only ? 1 : 0;
+    rv = cc_unary(c->conn, CC_PATH_RANGE, &req.base, on_reply, c);
+  }
+  if (rv != 0) client_done(c, CC_STATUS_RESOURCE_EXHAUSTED, "client out of memory");
+}
+
+/* Takes the next ticket and starts it now or queues it for its slot. */
+static void client_take(bench_client *c) {
+  bench_thread *t = c->t;
+  bench_shared *sh = t->sh;
+  long k = atomic_fetch_add_explicit(&sh->next_ticket, 1, memory_order_relaxed);
+  if (k >= sh->cfg->total) {
+    t->active--;
+    return;
+  }
+  c->ticket = k;
+  if (sh->cfg->rate > 0 && sh->t0 + (double)k / sh->cfg->rate > now_s()) {
+    c->wait_next = NULL;
+    if (t->wait_tail) t->wait_tail->wait_next = c;
+    else t->wait_head = c;
+    t->wait_tail = c;
+    return;
+  }
+  client_send(c);
+}
+
+/* Starts the waiting clients whose slot has come; returns the ms to wait
+ * for the next one (-1: none waiting). */
+static int thread_release_due(bench_thread *t) {
+  bench_shared *sh = t->sh;
+  double now = now_s();
+  while (t->wait_head) {
+    bench_client *c = t->wait_head;
+    double due = sh->t0 + (double)c->ticket / sh->cfg->rate;
+    if (due > now) return (int)((due - now) * 1000.0) + 1;
+    t->wait_head = c->wait_next;
+    if (!t->wait_head) t->wait_tail = NULL;
+    client_send(c);
+  }
+  return -1;
+}
+
+static void *thread_main(void *arg) {
+  bench_thread *t = arg;
+  t->active = t->n_clients;
+  for (int i = 0; i < t->n_clients; i++) client_take(&t->clients[i]);
+  while (t->active > 0) {
+    int wait = thread_release_due(t);
+    if (wait < 0 || wait > 100) wait = 100;
+    if (cc_loop_run_once(t->loop, wait) < 0) {
+      perror("cetcd-bench: epoll_wait");
+      break;
+    }
+  }
+  return NULL;
+}
+
+/* Opens this thread's connections and waits (up to 5 s) until they are up. */
+static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
+  for (int j = 0; j < t->n_conns; j++) {
+    int global = index + j * cfg->threads;
+    const char *ep = cfg->endpoints[global % cfg->n_endpoints];
+    char err[256];
+    t->conns[j] = cc_conn_open(t->loop, ep, err, sizeof err);
+    if (!t->conns[j]) {
+      fprintf(stderr, "cetcd-bench: %s\n", err);
+      return -1;
+    }
+  }
+  double deadline = now_s() + 5.0;
+  int failed = 0;
+  for (;;) {
+    int pending = 0;
+    failed = 0;
+    for (int j = 0; j < t->n_conns; j++) {
+      int st = cc_conn_state(t->conns[j]);
+      pending += st == CC_CONN_CONNECTING;
+      failed += st == CC_CONN_FAILED;
+    }
+    if (!pending || now_s() > deadline) break;
+    cc_loop_run_once(t->loop, 50);
+  }
+  return failed;
+}
+
+static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
+  int failed = 0;
+  for (int i = 0; i < cfg->threads; i++) {
+    bench_thread *t = &ts[i];
+    t->sh = sh;
+    t->loop = cc_loop_new();
+    t->n_conns = (cfg->conns - i + cfg->threads - 1) / cfg->threads;
+    t->conns = calloc((size_t)t->n_conns, sizeof *t->conns);
+    t->clients = calloc((size_t)cfg->clients, sizeof *t->clients);
+    if (!t->loop || !t->conns || !t->clients) return -1;
+    int f = thread_connect(t, cfg, i);
+    if (f < 0) return -1;
+    failed += f;
+  }
+  sh->res->connect_failed = failed;
+  /* client i -> connection i % conns -> thread (i % conns) % threads */
+  for (int i = 0; i < cfg->clients; i++) {
+    int conn = i % cfg->conns;
+    bench_thread *t = &ts[conn % cfg->threads];
+    bench_client *c = &t->clients[t->n_clients++];
+    c->t = t;
+    c->conn = t->conns[conn / cfg->threads];
+    c->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
+    c->key = calloc(1, (size_t)cfg->key_size + 1);
+    if (!c->key) return -1;
+  }
+  return 0;
+}
+
+static void threads_free(bench_thread *ts, int n) {
+  for (int i = 0; i < n; i++) {
+    for (int j = 0; j < ts[i].n_clients; j++) free(ts[i].clients[j].key);
+    free(ts[i].clients);
+    free(ts[i].conns);
+    cc_loop_free(ts[i].loop);
+  }
+  free(ts);
+}
+
+static double rusage_s(const struct timeval *tv) {
+  return (double)tv->tv_sec + (double)tv->tv_usec * 1e-6;
+}
+
+static void threads_collect(bench_thread *ts, const bench_cfg *cfg, bench_result *res,
+                            double t0) {
+  double last = t0;
+  for (int i = 0; i < cfg->threads; i++) {
+    res->ok += ts[i].ok;
+    res->failed += ts[i].failed;
+    if (ts[i].last_done > last) last = ts[i].last_done;
+    for (int j = 0; j < ts[i].errs.n; j++)
+      bench_errs_add(&res->errs, ts[i].errs.e[j].status, ts[i].errs.e[j].message,
+                     ts[i].errs.e[j].count);
+    res->errs.other += ts[i].errs.other;
+  }
+  res->issued = res->ok + res->failed;
+  res->wall_s = last - t0;
+}
+
+int bench_run(const bench_cfg *cfg, bench_result *res) {
+  int rc = -1;
+  bench_shared sh = {.cfg = cfg, .res = res};
+  bench_thread *ts = calloc((size_t)cfg->threads, sizeof *ts);
+  res->lat = calloc((size_t)cfg->total, sizeof *res->lat);
+  sh.value = malloc((size_t)cfg->val_size + 1);
+  if (!ts || !res->lat || !sh.value) {
+    fprintf(stderr, "cetcd-bench: out of memory\n");
+    goto out;
+  }
+  /* Printable random bytes: the content does not matter to the server and
+   * keeps `etcdctl get` output readable. */
+  uint64_t seed = (uint64_t)time(NULL) | 1;
+  for (int i = 0; i < cfg->val_size; i++) sh.value[i] = (uint8_t)('a' + rng_next(&seed) % 26);
+  if (threads_setup(ts, &sh, cfg) != 0) goto out;
+
+  struct rusage ru0, ru1;
+  getrusage(RUSAGE_SELF, &ru0);
+  double srv_cpu0 = cfg->server_pid ? bench_proc_cpu_s(cfg->server_pid) : -1;
+  sh.t0 = now_s();
+  if (cfg->threads == 1) {
+    thread_main(&ts[0]);
+  } else {
+    for (int i = 0; i < cfg->threads; i++)
+      if (pthread_create(&ts[i].tid, NULL, thread_main, &ts[i]) != 0) {
+        fprintf(stderr, "cetcd-bench: pthread_create failed\n");
+        abort(); /* threads already running share ts; nothing sane to undo */
+      }
+    for (int i = 0; i < cfg->threads; i++) pthread_join(ts[i].tid, NULL);
+  }
+  getrusage(RUSAGE_SELF, &ru1);
+  res->cpu_user_s = rusage_s(&ru1.ru_utime) - rusage_s(&ru0.ru_utime);
+  res->cpu_sys_s = rusage_s(&ru1.ru_stime) - rusage_s(&ru0.ru_stime);
+  threads_collect(ts, cfg, res, sh.t0);
+  res->server_hwm_kb = res->server_rss_kb = -1;
+  res->server_cpu_s = -1;
+  if (cfg->server_pid) {
+    double srv_cpu1 = bench_proc_cpu_s(cfg->server_pid);
+    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) res->server_cpu_s = srv_cpu1 - srv_cpu0;
+    res->server_hwm_kb = bench_proc_status_kb(cfg->server_pid, "VmHWM:");
+    res->server_rss_kb = bench_proc_status_kb(cfg->server_pid, "VmRSS:");
+  }
+  rc = 0;
+out:
+  if (ts) threads_free(ts, cfg->threads);
+  free(sh.value);
+  return rc;
+}
