@@ -1,0 +1,593 @@
+/*
+ * h2.c -- gRPC calls over nghttp2 server sessions.
+ *
+ * A request stream becomes a call when its HEADERS end: the :path is looked
+ * up in the method table and unknown or refused calls are answered at once
+ * the way grpc-go (etcd's server) answers them, Trailers-Only. DATA is fed
+ * to the stream's grpc_frame_dec; each whole message goes to on_message.
+ *
+ * Responses: the app's messages are framed into the stream's `out` buffer
+ * and handed to nghttp2 by a data provider that reads from it (DEFERRED when
+ * empty, resumed when the app adds more). The final status goes out as
+ * trailers after the last DATA, or Trailers-Only when nothing was sent. Like
+ * grpc-go, once our END_STREAM is sent on a stream the client has not closed,
+ * an RST_STREAM(NO_ERROR) follows so the client stops sending.
+ *
+ * nghttp2 only serializes here; server.c pulls its output with
+ * nghttp2_session_mem_send at the end of the turn (one write per connection).
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/net_internal.h"
+
+enum {
+  GRPC_OK = 0,
+  GRPC_UNKNOWN = 2,
+  GRPC_RESOURCE_EXHAUSTED = 8,
+  GRPC_UNIMPLEMENTED = 12,
+  GRPC_INTERNAL = 13,
+  FREE_STREAMS_MAX = 1024,      /* recycled stream structs kept per loop */
+  KEEP_BUF_BYTES = 64 * 1024    /* a recycled stream keeps buffers up to this */
+};
+
+#define MAKE_NV(n, v, vlen)                                                          \
+  { (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, (vlen), NGHTTP2_NV_FLAG_NONE }
+
+/* ---- stream structs ------------------------------------------------------ */
+
+static net_stream *stream_new(net_conn *c, int32_t id) {
+  net_loop *loop = c->loop;
+  net_stream *s = loop->free_streams;
+  if (s) {
+    loop->free_streams = s->next_free;
+    loop->n_free_streams--;
+  } else {
+    s = calloc(1, sizeof(*s));
+    if (!s) return NULL;
+  }
+  grpc_frame_dec keep_dec = s->dec;
+  net_buf keep_out = s->out;
+  memset(s, 0, sizeof(*s));
+  s->dec = keep_dec;
+  grpc_frame_dec_reset(&s->dec);
+  s->dec.max_msg_bytes = loop->srv->cfg.max_recv_msg_bytes;
+  s->out = keep_out;
+  s->out.len = s->out.off = 0;
+  s->conn = c;
+  s->id = id;
+  s->next = c->streams; /* the connection's list of live streams */
+  if (c->streams) c->streams->prev = s;
+  c->streams = s;
+  return s;
+}
+
+static void stream_recycle(net_loop *loop, net_stream *s) {
+  free(s->status_msg);
+  s->status_msg = NULL;
+  if (loop->n_free_streams >= FREE_STREAMS_MAX) {
+    grpc_frame_dec_free(&s->dec);
+    net_buf_free(&s->out);
+    free(s);
+    return;
+  }
+  if (s->dec.cap > KEEP_BUF_BYTES) grpc_frame_dec_free(&s->dec);
+  if (s->out.cap > KEEP_BUF_BYTES) net_buf_free(&s->out);
+  s->next_free = loop->free_streams;
+  loop->free_streams = s;
+  loop->n_free_streams++;
+}
+
+static net_call stream_call(const net_stream *s) {
+  net_call call = {s->conn->loop->index, s->conn->slot, s->conn->gen, s->id};
+  return call;
+}
+
+/* ---- sending ------------------------------------------------------------- */
+
+static void submit_trailers_only(net_stream *s, int code, const char *enc_msg) {
+  char cs[12];
+  int cl = snprintf(cs, sizeof(cs), "%d", code);
+  nghttp2_nv nva[4] = {MAKE_NV(":status", "200", 3),
+                       MAKE_NV("content-type", "application/grpc", 16),
+                       MAKE_NV("grpc-status", cs, (size_t)cl),
+                       MAKE_NV("grpc-message", enc_msg ? enc_msg : "", enc_msg ? strlen(enc_msg) : 0)};
+  nghttp2_submit_response(s->conn->h2, s->id, nva, enc_msg && enc_msg[0] ? 4 : 3, NULL);
+  s->trailers_sent = true;
+}
+
+static void submit_trailers(net_stream *s) {
+  char cs[12];
+  int cl = snprintf(cs, sizeof(cs), "%d", s->status);
+  const char *m = s->status_msg;
+  nghttp2_nv nva[2] = {MAKE_NV("grpc-status", cs, (size_t)cl),
+                       MAKE_NV("grpc-message", m ? m : "", m ? strlen(m) : 0)};
+  nghttp2_submit_trailer(s->conn->h2, s->id, nva, m && m[0] ? 2 : 1);
+  s->trailers_sent = true;
+}
+
+static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                            size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                            void *user_data) {
+  (void)session, (void)stream_id, (void)user_data;
+  net_stream *s = source->ptr;
+  size_t n = net_buf_pending(&s->out);
+  if (n > length) n = length;
+  if (n) {
+    memcpy(buf, s->out.p + s->out.off, n);
+    net_buf_consume(&s->out, n);
+    s->conn->stream_out_bytes -= n;
+  }
+  if (net_buf_pending(&s->out) == 0) {
+    if (s->finished) {
+      *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      submit_trailers(s);
+    } else if (n == 0) {
+      s->deferred = true;
+      return NGHTTP2_ERR_DEFERRED;
+    }
+  }
+  return (ssize_t)n;
+}
+
+/* Starts the response (HEADERS + data provider) or wakes its provider. */
+static void stream_kick(net_stream *s) {
+  net_conn *c = s->conn;
+  if (!s->resp_started) {
+    nghttp2_nv nva[2] = {MAKE_NV(":status", "200", 3),
+                         MAKE_NV("content-type", "application/grpc", 16)};
+    nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
+    nghttp2_submit_response(c->h2, s->id, nva, 2, &prd);
+    s->resp_started = true;
+  } else if (s->deferred) {
+    s->deferred = false;
+    nghttp2_session_resume_data(c->h2, s->id);
+  }
+  net_conn_mark_dirty(c);
+}
+
+static int stream_append_msg(net_stream *s, const uint8_t *msg, size_t len) {
+  uint8_t pfx[5];
+  if (len > UINT32_MAX || net_buf_reserve(&s->out, 5 + len) != 0) return -1;
+  grpc_frame_put_prefix(pfx, (uint32_t)len);
+  net_buf_append(&s->out, pfx, 5);
+  if (len) net_buf_append(&s->out, msg, len);
+  s->conn->stream_out_bytes += 5 + len;
+  return 0;
+}
+
+/* Sets the final status. Trailers-Only if no response started. */
+static void stream_set_status(net_stream *s, int code, const char *message) {
+  s->finished = true;
+  s->status = code;
+  free(s->status_msg);
+  s->status_msg = NULL;
+  if (message && message[0]) {
+    size_t cap = strlen(message) * 3 + 1;
+    s->status_msg = malloc(cap);
+    if (s->status_msg) grpc_percent_encode(message, s->status_msg, cap);
+  }
+  if (!s->resp_started) {
+    submit_trailers_only(s, code, s->status_msg);
+    net_conn_mark_dirty(s->conn);
+  } else {
+    stream_kick(s);
+  }
+}
+
+/* The transport ends a call on its own: tell the app, if it knows the call. */
+static void stream_fail(net_stream *s, int code, const char *message) {
+  net_server *srv = s->conn->loop->srv;
+  stream_set_status(s, code, message);
+  if (!s->dispatched || s->app_gone) return;
+  s->app_gone = true;
+  net_call call = stream_call(s);
+  if (s->m->kind == NET_UNARY) {
+    if (srv->h.on_call_cancel) srv->h.on_call_cancel(srv->h.app, s->conn->loop, call, s->m->id);
+  } else if (srv->h.on_stream_end) {
+    srv->h.on_stream_end(srv->h.app, s->conn->loop, call, s->m->id, NET_END_GONE);
+  }
+}
+
+/* ---- public reply API ---------------------------------------------------- */
+
+static net_stream *call_stream(net_loop *loop, net_call call) {
+  net_conn *c = net_conn_lookup(loop, call);
+  if (!c || c->proto != CONN_H2 || call.stream_id <= 0) return NULL;
+  net_stream *s = nghttp2_session_get_stream_user_data(c->h2, call.stream_id);
+  if (!s || s->finished || !s->dispatched) return NULL;
+  return s;
+}
+
+bool net_call_alive(net_loop *loop, net_call call) {
+  if (call.stream_id == 0) {
+    net_conn *c = net_conn_lookup(loop, call);
+    return c && c->proto == CONN_HTTP1 && c->h1_busy;
+  }
+  return call_stream(loop, call) != NULL;
+}
+
+void net_reply(net_loop *loop, net_call call, const uint8_t *msg, size_t len) {
+  net_stream *s = call_stream(loop, call);
+  if (!s) return;
+  s->app_gone = true;
+  if (stream_append_msg(s, msg, len) != 0) {
+    stream_set_status(s, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+    return;
+  }
+  s->finished = true;
+  s->status = GRPC_OK;
+  stream_kick(s);
+}
+
+void net_reply_error(net_loop *loop, net_call call, int grpc_code, const char *message) {
+  net_stream *s = call_stream(loop, call);
+  if (!s) return;
+  s->app_gone = true;
+  stream_set_status(s, grpc_code, message);
+}
+
+int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t len) {
+  net_stream *s = call_stream(loop, call);
+  if (!s) return -1;
+  if (stream_append_msg(s, msg, len) != 0) return -1;
+  stream_kick(s);
+  return 0;
+}
+
+void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char *message) {
+  net_reply_error(loop, call, grpc_code, message);
+}
+
+size_t net_stream_pending_bytes(net_loop *loop, net_call call) {
+  net_stream *s = call_stream(loop, call);
+  return s ? net_buf_pending(&s->out) : 0;
+}
+
+/* ---- receiving ----------------------------------------------------------- */
+
+/* Go's %q for the bytes of a string, as grpc-go's messages use it. */
+static void go_quote(const char *in, size_t n, char *out, size_t cap) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  out[o++] = '"';
+  for (size_t i = 0; i < n && o + 6 < cap; i++) {
+    unsigned char ch = (unsigned char)in[i];
+    if (ch == '"' || ch == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)ch;
+    } else if (ch == '\n' || ch == '\t' || ch == '\r') {
+      out[o++] = '\\';
+      out[o++] = ch == '\n' ? 'n' : ch == '\t' ? 't' : 'r';
+    } else if (ch < 0x20 || ch == 0x7f) {
+      out[o++] = '\\';
+      out[o++] = 'x';
+      out[o++] = hex[ch >> 4];
+      out[o++] = hex[ch & 15];
+    } else {
+      out[o++] = (char)ch;
+    }
+  }
+  out[o++] = '"';
+  out[o] = '\0';
+}
+
+static bool service_listed(const net_server *srv, const char *svc, size_t n) {
+  for (size_t i = 0; i < srv->cfg.n_unimplemented; i++) {
+    const char *u = srv->cfg.unimplemented_services[i];
+    if (strlen(u) == n && memcmp(u, svc, n) == 0) return true;
+  }
+  return false;
+}
+
+static bool service_known(const net_server *srv, const char *svc, size_t n) {
+  for (uint32_t i = 0; i < srv->n_methods; i++) {
+    const net_method_ent *m = &srv->methods[i];
+    if (m->path_len > n + 1 && m->path[0] == '/' && memcmp(m->path + 1, svc, n) == 0 &&
+        m->path[n + 1] == '/') {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* The error for a path with no method, worded as grpc-go's handleStream. */
+static void reject_path(net_stream *s) {
+  const net_server *srv = s->conn->loop->srv;
+  char msg[NET_PATH_MAX * 4 + 128];
+  const char *sm = s->path;
+  if (*sm == '/') sm++;
+  const char *slash = strrchr(sm, '/');
+  if (!slash) {
+    char q[NET_PATH_MAX * 4 + 8];
+    go_quote(s->path, s->path_len, q, sizeof(q));
+    snprintf(msg, sizeof(msg), "malformed method name: %s", q);
+    stream_set_status(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    return;
+  }
+  size_t svc_len = (size_t)(slash - sm);
+  if (service_listed(srv, sm, svc_len)) {
+    snprintf(msg, sizeof(msg), "method %s not implemented", slash + 1);
+  } else if (service_known(srv, sm, svc_len)) {
+    snprintf(msg, sizeof(msg), "unknown method %s for service %.*s", slash + 1, (int)svc_len, sm);
+  } else {
+    snprintf(msg, sizeof(msg), "unknown service %.*s", (int)svc_len, sm);
+  }
+  stream_set_status(s, GRPC_UNIMPLEMENTED, msg);
+}
+
+/* Request headers complete: route the call. */
+static void stream_dispatch(net_stream *s) {
+  const net_server *srv = s->conn->loop->srv;
+  if (!s->post || !s->grpc_ct) {
+    /* grpc-go's transport refuses these with RST_STREAM(PROTOCOL_ERROR). */
+    s->finished = true;
+    nghttp2_submit_rst_stream(s->conn->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_PROTOCOL_ERROR);
+    net_conn_mark_dirty(s->conn);
+    return;
+  }
+  s->m = net_method_find(srv, s->path, s->path_len);
+  if (!s->m) {
+    reject_path(s);
+    return;
+  }
+  if (s->encoding[0] && strcmp(s->encoding, "identity") != 0) {
+    char msg[160];
+    snprintf(msg, sizeof(msg), "grpc: Decompressor is not installed for grpc-encoding \"%s\"", s->encoding);
+    stream_set_status(s, GRPC_UNIMPLEMENTED, msg);
+    return;
+  }
+  s->dispatched = true;
+}
+
+static void stream_decode_error(net_stream *s, grpc_dec_status st) {
+  char msg[128];
+  switch (st) {
+  case GRPC_DEC_ERR_TOO_LARGE:
+    snprintf(msg, sizeof(msg), "grpc: received message larger than max (%u vs. %zu)",
+             s->dec.err_len, s->dec.max_msg_bytes);
+    stream_fail(s, GRPC_RESOURCE_EXHAUSTED, msg);
+    break;
+  case GRPC_DEC_ERR_COMPRESSED:
+    stream_fail(s, GRPC_INTERNAL, "grpc: compressed flag set with identity or empty encoding");
+    break;
+  case GRPC_DEC_ERR_FORMAT:
+    snprintf(msg, sizeof(msg), "grpc: received unexpected payload format %u", s->dec.err_len);
+    stream_fail(s, GRPC_INTERNAL, msg);
+    break;
+  default:
+    stream_fail(s, GRPC_RESOURCE_EXHAUSTED, "grpc: out of memory");
+    break;
+  }
+}
+
+static void stream_data(net_stream *s, const uint8_t *data, size_t len) {
+  net_server *srv = s->conn->loop->srv;
+  bool single = s->m->kind == NET_UNARY || s->m->kind == NET_SERVER_STREAM;
+  while (len > 0 && !s->finished && !(single && s->delivered)) {
+    size_t used;
+    const uint8_t *msg;
+    size_t mlen;
+    grpc_dec_status st = grpc_frame_dec_feed(&s->dec, data, len, &used, &msg, &mlen);
+    data += used;
+    len -= used;
+    if (st == GRPC_DEC_NEED_MORE) return;
+    if (st != GRPC_DEC_MSG) {
+      stream_decode_error(s, st);
+      return;
+    }
+    s->delivered = true;
+    if (srv->h.on_message) {
+      srv->h.on_message(srv->h.app, s->conn->loop, stream_call(s), s->m->id, msg, mlen);
+    }
+  }
+}
+
+/* END_STREAM from the client. */
+static void stream_remote_close(net_stream *s) {
+  net_server *srv = s->conn->loop->srv;
+  s->remote_closed = true;
+  if (!s->dispatched || s->finished) return;
+  bool partial = grpc_frame_dec_partial(&s->dec) != 0;
+  switch (s->m->kind) {
+  case NET_UNARY: /* grpc-go: status.Convert(io.EOF / io.ErrUnexpectedEOF) */
+    if (!s->delivered) stream_fail(s, GRPC_UNKNOWN, partial ? "unexpected EOF" : "EOF");
+    break;
+  case NET_SERVER_STREAM: /* RecvMsg's io.EOF returned by the handler; toRPCErr */
+    if (!s->delivered) {
+      stream_fail(s, partial ? GRPC_INTERNAL : GRPC_UNKNOWN, partial ? "unexpected EOF" : "EOF");
+    }
+    break;
+  default:
+    if (partial) {
+      stream_fail(s, GRPC_INTERNAL, "unexpected EOF");
+    } else if (srv->h.on_stream_end && !s->app_gone) {
+      srv->h.on_stream_end(srv->h.app, s->conn->loop, stream_call(s), s->m->id, NET_END_HALF_CLOSE);
+    }
+    break;
+  }
+}
+
+/* ---- nghttp2 callbacks --------------------------------------------------- */
+
+static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  net_conn *c = ud;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  net_stream *s = stream_new(c, frame->hd.stream_id);
+  if (!s) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
+  return 0;
+}
+
+static bool name_is(const uint8_t *name, size_t len, const char *lit) {
+  return len == strlen(lit) && memcmp(name, lit, len) == 0;
+}
+
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
+  (void)flags, (void)ud;
+  if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  net_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s) return 0;
+  s->hdr_bytes += namelen + valuelen + 32; /* RFC 7541 section 4.1 entry size */
+  if (s->hdr_bytes > NET_H2_MAX_HEADER_LIST) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (name_is(name, namelen, ":path")) {
+    size_t n = valuelen < NET_PATH_MAX - 1 ? valuelen : NET_PATH_MAX - 1;
+    memcpy(s->path, value, n);
+    s->path[n] = '\0';
+    s->path_len = n;
+  } else if (name_is(name, namelen, ":method")) {
+    s->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+  } else if (name_is(name, namelen, "content-type")) {
+    /* grpc-go: "application/grpc" optionally followed by '+' or ';' */
+    s->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
+                 (valuelen == 16 || value[16] == '+' || value[16] == ';');
+  } else if (name_is(name, namelen, "grpc-encoding")) {
+    size_t n = valuelen < sizeof(s->encoding) - 1 ? valuelen : sizeof(s->encoding) - 1;
+    memcpy(s->encoding, value, n);
+    s->encoding[n] = '\0';
+  }
+  return 0;
+}
+
+static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  (void)ud;
+  if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
+  net_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (!s) return 0;
+  if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_REQUEST) {
+    stream_dispatch(s);
+  }
+  if (frame->hd.flags & NGHTTP2_FLAG_END_STREAM) stream_remote_close(s);
+  return 0;
+}
+
+static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream_id,
+                         const uint8_t *data, size_t len, void *ud) {
+  (void)flags, (void)ud;
+  net_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (s && s->dispatched && !s->finished) stream_data(s, data, len);
+  return 0;
+}
+
+static int on_frame_send(nghttp2_session *session, const nghttp2_frame *frame, void *ud) {
+  (void)ud;
+  if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
+      !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    return 0;
+  }
+  net_stream *s = nghttp2_session_get_stream_user_data(session, frame->hd.stream_id);
+  if (s && !s->remote_closed) {
+    nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t error_code, void *ud) {
+  (void)error_code;
+  net_conn *c = ud;
+  net_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
+  if (!s) return 0;
+  nghttp2_session_set_stream_user_data(session, stream_id, NULL);
+  if (s->prev) s->prev->next = s->next; else c->streams = s->next;
+  if (s->next) s->next->prev = s->prev;
+  c->stream_out_bytes -= net_buf_pending(&s->out);
+  if (s->dispatched && !s->app_gone) {
+    s->finished = true; /* replies from the callback are dropped */
+    s->app_gone = true;
+    net_server *srv = c->loop->srv;
+    net_call call = stream_call(s);
+    if (s->m->kind == NET_UNARY) {
+      if (srv->h.on_call_cancel) srv->h.on_call_cancel(srv->h.app, c->loop, call, s->m->id);
+    } else if (srv->h.on_stream_end) {
+      srv->h.on_stream_end(srv->h.app, c->loop, call, s->m->id, NET_END_GONE);
+    }
+  }
+  stream_recycle(c->loop, s);
+  return 0;
+}
+
+/* ---- sessions ------------------------------------------------------------ */
+
+int net_h2_loop_init(net_loop *loop) {
+  if (nghttp2_session_callbacks_new(&loop->h2cbs) != 0) return -1;
+  nghttp2_session_callbacks *cb = loop->h2cbs;
+  nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  if (nghttp2_option_new(&loop->h2opt) != 0) return -1;
+  /* Our SETTINGS limit is enforced from the first stream, before the ACK. */
+  nghttp2_option_set_max_settings(loop->h2opt, 64);
+  return 0;
+}
+
+void net_h2_loop_free(net_loop *loop) {
+  if (loop->h2cbs) nghttp2_session_callbacks_del(loop->h2cbs);
+  if (loop->h2opt) nghttp2_option_del(loop->h2opt);
+  loop->h2cbs = NULL;
+  loop->h2opt = NULL;
+  while (loop->free_streams) {
+    net_stream *s = loop->free_streams;
+    loop->free_streams = s->next_free;
+    grpc_frame_dec_free(&s->dec);
+    net_buf_free(&s->out);
+    free(s);
+  }
+  loop->n_free_streams = 0;
+}
+
+int net_h2_conn_init(net_conn *c) {
+  net_server *srv = c->loop->srv;
+  if (nghttp2_session_server_new2(&c->h2, c->loop->h2cbs, c, c->loop->h2opt) != 0) return -1;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, srv->cfg.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, NET_H2_STREAM_WINDOW},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, NET_H2_MAX_HEADER_LIST},
+  };
+  if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0])) != 0 ||
+      nghttp2_session_set_local_window_size(c->h2, NGHTTP2_FLAG_NONE, 0, NET_H2_CONN_WINDOW) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+int net_h2_recv(net_conn *c, const uint8_t *data, size_t len) {
+  ssize_t rv = nghttp2_session_mem_recv(c->h2, data, len);
+  if (rv < 0) {
+    /* Bad preface or an unrecoverable error: nghttp2 has queued a GOAWAY
+     * where it could; send what is queued, then close. */
+    nghttp2_session_terminate_session(c->h2, NGHTTP2_PROTOCOL_ERROR);
+    c->close_after_write = true;
+  }
+  net_conn_mark_dirty(c);
+  return 0;
+}
+
+int net_h2_send(net_conn *c) {
+  size_t cap = c->loop->srv->cfg.max_conn_out_bytes;
+  while (net_buf_pending(&c->wbuf) < cap) {
+    const uint8_t *p;
+    ssize_t n = nghttp2_session_mem_send(c->h2, &p);
+    if (n < 0) return -1;
+    if (n == 0) break;
+    if (net_buf_append(&c->wbuf, p, (size_t)n) != 0) return -1;
+  }
+  if (!nghttp2_session_want_read(c->h2) && !nghttp2_session_want_write(c->h2)) return -1;
+  return 0;
+}
+
+void net_h2_conn_free(net_conn *c) {
+  if (!c->h2) return;
+  /* nghttp2_session_del does not call on_stream_close; do it ourselves so
+   * the app hears about every live call. */
+  nghttp2_session *h2 = c->h2;
+  while (c->streams) on_stream_close(h2, c->streams->id, NGHTTP2_CANCEL, c);
+  nghttp2_session_del(h2);
+  c->h2 = NULL;
+  c->stream_out_bytes = 0;
+}

@@ -1,0 +1,658 @@
+/*
+ * server.c -- the net actor's event loops: sockets, connections, HTTP/1.1,
+ * the mailbox, and the turn-batched flush.
+ *
+ * DESIGN
+ *   N loop threads, each with its own epoll set, its own listening socket per
+ *   address (SO_REUSEPORT: the kernel spreads accepted connections across
+ *   loops, no acceptor thread and no fd hand-off), its own connection slots
+ *   and its own mailbox (msg/mailbox.h) for net_post(). A loop never touches
+ *   another loop's state.
+ *
+ *   One turn: epoll_wait; accept on listeners; read each readable connection
+ *   (up to NET_READS_PER_TURN chunks of NET_READ_CHUNK bytes, then it waits for
+ *   the next turn so one busy client cannot starve the others), feeding
+ *   nghttp2 or the HTTP/1.1 parser, which call the app; drain the mailbox
+ *   (on_post); on_turn_end; then for every connection marked dirty during the
+ *   turn, serialize nghttp2's output into the connection's buffer and write it
+ *   with one write(). Closing is deferred to that flush too, so a connection
+ *   never disappears under a callback that is still using it.
+ *
+ *   Backpressure: while a connection's unsent output (written buffer plus
+ *   bytes queued on its streams) exceeds max_conn_out_bytes, or while an
+ *   HTTP/1.1 request waits for its reply, EPOLLIN is off for it: the client
+ *   is not read until it reads.
+ *
+ *   The loop sleeps in epoll_wait only after announcing it to its mailbox
+ *   (mailbox_prepare_sleep), so a post never goes unnoticed and a busy loop
+ *   pays no eventfd write per post.
+ */
+#define _GNU_SOURCE
+#include "net/server.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "net/http1.h"
+#include "net/net_internal.h"
+
+static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+enum { H2_PREFACE_LEN = 24 };
+
+/* epoll user data: kind in the high 32 bits, index in the low. */
+enum { EV_MAILBOX = 1, EV_LISTEN = 2, EV_CONN = 3 };
+#define EV_DATA(kind, idx) (((uint64_t)(kind) << 32) | (uint32_t)(idx))
+
+/* ---- buffers ------------------------------------------------------------- */
+
+int net_buf_reserve(net_buf *b, size_t extra) {
+  if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
+  if (b->len + extra <= b->cap) return 0;
+  if (b->off > 0 && b->off >= b->cap / 2) { /* compact before growing */
+    memmove(b->p, b->p + b->off, b->len - b->off);
+    b->len -= b->off;
+    b->off = 0;
+    if (b->len + extra <= b->cap) return 0;
+  }
+  size_t cap = b->cap ? b->cap : 4096;
+  while (cap < b->len + extra) cap *= 2;
+  uint8_t *p = realloc(b->p, cap);
+  if (!p) return -1;
+  b->p = p;
+  b->cap = cap;
+  return 0;
+}
+
+int net_buf_append(net_buf *b, const void *data, size_t n) {
+  if (net_buf_reserve(b, n) != 0) return -1;
+  memcpy(b->p + b->len, data, n);
+  b->len += n;
+  return 0;
+}
+
+void net_buf_consume(net_buf *b, size_t n) {
+  b->off += n;
+  if (b->off >= b->len) b->off = b->len = 0;
+}
+
+void net_buf_free(net_buf *b) {
+  free(b->p);
+  memset(b, 0, sizeof(*b));
+}
+
+/* ---- listen addresses ---------------------------------------------------- */
+
+static int split_host_port(const char *addr, char *host, size_t host_len, char *port,
+                           size_t port_len) {
+  const char *colon;
+  if (addr[0] == '[') {
+    const char *rb = strchr(addr, ']');
+    if (!rb || rb[1] != ':') return -1;
+    if ((size_t)(rb - addr - 1) >= host_len) return -1;
+    memcpy(host, addr + 1, (size_t)(rb - addr - 1));
+    host[rb - addr - 1] = '\0';
+    colon = rb + 1;
+  } else {
+    colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= host_len) return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+  }
+  if (strlen(colon + 1) == 0 || strlen(colon + 1) >= port_len) return -1;
+  strcpy(port, colon + 1);
+  return 0;
+}
+
+/* Binds one listening socket; *port is the wanted port (0 = any) and
+ * receives the bound one so every loop shares it. */
+static int listen_one(const char *addr, uint16_t *port, char *err, size_t err_len) {
+  char host[256], ports[16];
+  if (split_host_port(addr, host, sizeof(host), ports, sizeof(ports)) != 0) {
+    snprintf(err, err_len, "net: bad listen address %s", addr);
+    return -1;
+  }
+  if (*port) snprintf(ports, sizeof(ports), "%u", (unsigned)*port);
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+  struct addrinfo *res = NULL;
+  int rc = getaddrinfo(host[0] ? host : NULL, ports, &hints, &res);
+  if (rc != 0) {
+    snprintf(err, err_len, "net: listen %s: %s", addr, gai_strerror(rc));
+    return -1;
+  }
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+      bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
+    snprintf(err, err_len, "net: listen %s: %s", addr, strerror(errno));
+    if (fd >= 0) close(fd);
+    freeaddrinfo(res);
+    return -1;
+  }
+  freeaddrinfo(res);
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET) *port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) *port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+  return fd;
+}
+
+/* ---- connections --------------------------------------------------------- */
+
+static void conn_set_events(net_conn *c) {
+  net_server *s = c->loop->srv;
+  size_t backlog = net_buf_pending(&c->wbuf) + c->stream_out_bytes;
+  bool pause = c->h1_busy || c->close_after_write || backlog > s->cfg.max_conn_out_bytes;
+  bool out = net_buf_pending(&c->wbuf) > 0;
+  if (pause == c->reading_paused && out == c->want_out) return;
+  struct epoll_event ev = {.events = (pause ? 0u : (uint32_t)EPOLLIN) | (out ? (uint32_t)EPOLLOUT : 0u),
+                           .data.u64 = EV_DATA(EV_CONN, c->slot)};
+  epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
+  c->reading_paused = pause;
+  c->want_out = out;
+}
+
+void net_conn_mark_dirty(net_conn *c) {
+  if (c->dirty) return;
+  c->dirty = true;
+  c->next_dirty = c->loop->dirty;
+  c->loop->dirty = c;
+}
+
+void net_conn_close(net_conn *c) {
+  c->closing = true;
+  net_conn_mark_dirty(c);
+}
+
+net_conn *net_conn_lookup(net_loop *loop, net_call call) {
+  if (call.loop != loop->index || call.conn_slot >= loop->n_slots) return NULL;
+  net_conn *c = &loop->conns[call.conn_slot];
+  if (c->proto == CONN_FREE || c->gen != call.conn_gen || c->closing) return NULL;
+  return c;
+}
+
+static void conn_teardown(net_conn *c) {
+  net_loop *loop = c->loop;
+  c->closing = true; /* replies from teardown callbacks are dropped */
+  if (c->proto == CONN_H2) net_h2_conn_free(c);
+  epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = -1;
+  /* Keep small buffers for the slot's next tenant; drop big ones. */
+  if (c->wbuf.cap > 256 * 1024) net_buf_free(&c->wbuf);
+  if (c->rbuf.cap > 64 * 1024) net_buf_free(&c->rbuf);
+  c->wbuf.len = c->wbuf.off = 0;
+  c->rbuf.len = c->rbuf.off = 0;
+  c->proto = CONN_FREE;
+  c->gen++;
+  loop->free_slots[loop->n_free++] = c->slot;
+}
+
+static void loop_accept(net_loop *loop, int lfd) {
+  for (;;) {
+    int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return; /* EAGAIN, or EMFILE & co: try again next turn */
+    if (loop->n_free == 0) { /* the connection limit */
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    net_conn *c = &loop->conns[loop->free_slots[--loop->n_free]];
+    c->fd = fd;
+    c->proto = CONN_DETECT;
+    c->h2 = NULL;
+    c->streams = NULL;
+    c->stream_out_bytes = 0;
+    c->dirty = c->want_out = c->reading_paused = false;
+    c->close_after_write = c->closing = c->h1_busy = false;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_CONN, c->slot)};
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      close(fd);
+      c->fd = -1;
+      c->proto = CONN_FREE;
+      loop->free_slots[loop->n_free++] = c->slot;
+    }
+  }
+}
+
+/* ---- HTTP/1.1 ------------------------------------------------------------ */
+
+static void h1_error(net_conn *c, int status) {
+  char head[256];
+  const char *reason = http1_reason(status);
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                   "Connection: close\r\nContent-Length: %zu\r\n\r\n%s\n",
+                   status, reason, strlen(reason) + 1, reason);
+  net_buf_append(&c->wbuf, head, (size_t)n);
+  c->close_after_write = true;
+  net_conn_mark_dirty(c);
+}
+
+static void h1_process(net_conn *c) {
+  net_server *s = c->loop->srv;
+  http1_req *req = malloc(sizeof(*req));
+  if (!req) {
+    net_conn_close(c);
+    return;
+  }
+  while (!c->h1_busy && !c->close_after_write && !c->closing && net_buf_pending(&c->rbuf) > 0) {
+    http1_status st = http1_parse(c->rbuf.p + c->rbuf.off, net_buf_pending(&c->rbuf),
+                                  s->cfg.max_http1_body_bytes, req);
+    if (st == HTTP1_NEED_MORE) break;
+    if (st != HTTP1_OK) {
+      h1_error(c, -(int)st);
+      break;
+    }
+    net_http_req r = {
+        .call = {c->loop->index, c->slot, c->gen, 0},
+        .method = req->method, .target = req->target,
+        .headers = req->headers, .n_headers = req->n_headers,
+        .body = req->body, .body_len = req->body_len, .keep_alive = req->keep_alive};
+    c->h1_busy = true;
+    c->h1_keep_alive = req->keep_alive;
+    if (s->h.on_http) {
+      s->h.on_http(s->h.app, c->loop, &r);
+    } else {
+      net_http_reply(c->loop, r.call, 404, "text/plain; charset=utf-8", NULL, "404 page not found\n", 19);
+    }
+    net_buf_consume(&c->rbuf, req->consumed);
+  }
+  free(req);
+}
+
+void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
+                    const char *extra_headers, const void *body, size_t len) {
+  net_conn *c = net_conn_lookup(loop, call);
+  if (!c || c->proto != CONN_HTTP1 || call.stream_id != 0 || !c->h1_busy) return;
+  char head[512];
+  int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s",
+                   status, http1_reason(status), content_type ? content_type : "text/plain",
+                   len, c->h1_keep_alive ? "" : "Connection: close\r\n");
+  if (n < 0 || (size_t)n >= sizeof(head)) n = 0;
+  if (net_buf_reserve(&c->wbuf, (size_t)n + (extra_headers ? strlen(extra_headers) : 0) + 2 + len) != 0) {
+    net_conn_close(c);
+    return;
+  }
+  net_buf_append(&c->wbuf, head, (size_t)n);
+  if (extra_headers) net_buf_append(&c->wbuf, extra_headers, strlen(extra_headers));
+  net_buf_append(&c->wbuf, "\r\n", 2);
+  if (len) net_buf_append(&c->wbuf, body, len);
+  c->h1_busy = false;
+  if (!c->h1_keep_alive) c->close_after_write = true;
+  net_conn_mark_dirty(c);
+}
+
+/* ---- input --------------------------------------------------------------- */
+
+/* First bytes: the HTTP/2 client preface means h2c, anything else HTTP/1.1. */
+static int conn_detect(net_conn *c, const uint8_t *data, size_t len) {
+  if (net_buf_append(&c->rbuf, data, len) != 0) return -1;
+  size_t have = net_buf_pending(&c->rbuf);
+  size_t cmp = have < H2_PREFACE_LEN ? have : H2_PREFACE_LEN;
+  if (memcmp(c->rbuf.p + c->rbuf.off, H2_PREFACE, cmp) == 0) {
+    if (have < H2_PREFACE_LEN) return 0;
+    c->proto = CONN_H2;
+    if (net_h2_conn_init(c) != 0) return -1;
+    int rc = net_h2_recv(c, c->rbuf.p + c->rbuf.off, have);
+    c->rbuf.len = c->rbuf.off = 0;
+    return rc;
+  }
+  c->proto = CONN_HTTP1;
+  h1_process(c);
+  return 0;
+}
+
+static int conn_input(net_conn *c, const uint8_t *data, size_t len) {
+  net_server *s = c->loop->srv;
+  switch (c->proto) {
+  case CONN_DETECT:
+    return conn_detect(c, data, len);
+  case CONN_H2:
+    return net_h2_recv(c, data, len);
+  case CONN_HTTP1:
+    if (net_buf_pending(&c->rbuf) + len > HTTP1_MAX_HEAD_BYTES + s->cfg.max_http1_body_bytes) {
+      h1_error(c, 413);
+      return 0;
+    }
+    if (net_buf_append(&c->rbuf, data, len) != 0) return -1;
+    h1_process(c);
+    return 0;
+  default:
+    return -1;
+  }
+}
+
+static void conn_readable(net_conn *c) {
+  net_loop *loop = c->loop;
+  for (int i = 0; i < NET_READS_PER_TURN && !c->closing && !c->close_after_write; i++) {
+    ssize_t n = read(c->fd, loop->rdbuf, NET_READ_CHUNK);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      net_conn_close(c);
+      return;
+    }
+    if (n < 0) return;
+    net_conn_mark_dirty(c);
+    if (conn_input(c, loop->rdbuf, (size_t)n) != 0) {
+      net_conn_close(c);
+      return;
+    }
+    if ((size_t)n < NET_READ_CHUNK) return;
+  }
+}
+
+/* ---- output -------------------------------------------------------------- */
+
+/* Writes what is buffered; returns -1 on a dead socket. */
+static int conn_write(net_conn *c) {
+  while (net_buf_pending(&c->wbuf) > 0) {
+    ssize_t n = write(c->fd, c->wbuf.p + c->wbuf.off, net_buf_pending(&c->wbuf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN ? 0 : -1;
+    }
+    net_buf_consume(&c->wbuf, (size_t)n);
+  }
+  return 0;
+}
+
+static void conn_flush(net_conn *c) {
+  if (!c->closing && c->proto == CONN_HTTP1 && !c->h1_busy && !c->close_after_write) {
+    h1_process(c); /* requests that arrived while the previous one was answered */
+  }
+  /* A few rounds: nghttp2's output is capped per round by max_conn_out_bytes. */
+  for (int round = 0; round < 8 && !c->closing; round++) {
+    if (c->proto == CONN_H2 && net_h2_send(c) != 0) c->close_after_write = true;
+    if (conn_write(c) != 0) {
+      c->closing = true;
+      break;
+    }
+    if (net_buf_pending(&c->wbuf) > 0 || c->proto != CONN_H2 ||
+        !nghttp2_session_want_write(c->h2) || c->close_after_write) {
+      break;
+    }
+  }
+  if (!c->closing && c->close_after_write && net_buf_pending(&c->wbuf) == 0) c->closing = true;
+  if (c->closing) {
+    conn_teardown(c);
+    return;
+  }
+  conn_set_events(c);
+}
+
+static void loop_flush(net_loop *loop) {
+  while (loop->dirty) {
+    net_conn *list = loop->dirty;
+    loop->dirty = NULL;
+    while (list) {
+      net_conn *c = list;
+      list = c->next_dirty;
+      c->dirty = false;
+      if (c->proto != CONN_FREE) conn_flush(c);
+    }
+    /* Teardown callbacks and h1 resumption may have dirtied more; the loop
+     * repeats so nothing waits for the next epoll wake-up. */
+  }
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void loop_drain_mailbox(net_loop *loop, unsigned max) {
+  net_server *s = loop->srv;
+  void *m;
+  for (unsigned i = 0; i < max && (m = mailbox_pop(&loop->mb)) != NULL; i++) {
+    if (s->h.on_post) {
+      s->h.on_post(s->h.app, loop, m);
+    } else {
+      free(m);
+    }
+  }
+}
+
+static void loop_handle(net_loop *loop, const struct epoll_event *ev) {
+  uint32_t kind = (uint32_t)(ev->data.u64 >> 32), idx = (uint32_t)ev->data.u64;
+  if (kind == EV_MAILBOX) {
+    uint64_t v;
+    ssize_t n = read(mailbox_fd(&loop->mb), &v, sizeof(v));
+    (void)n;
+  } else if (kind == EV_LISTEN) {
+    loop_accept(loop, loop->lfds[idx]);
+  } else if (kind == EV_CONN && idx < loop->n_slots) {
+    net_conn *c = &loop->conns[idx];
+    if (c->proto == CONN_FREE || c->closing) return;
+    if (ev->events & EPOLLOUT) net_conn_mark_dirty(c);
+    if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn_readable(c);
+  }
+}
+
+static void *loop_main(void *arg) {
+  net_loop *loop = arg;
+  net_server *s = loop->srv;
+  struct epoll_event evs[NET_EPOLL_EVENTS];
+  if (s->h.on_loop_start) s->h.on_loop_start(s->h.app, loop, loop->index);
+  while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
+    bool slept = false;
+    int timeout = 0;
+    if (!loop->dirty && mailbox_prepare_sleep(&loop->mb)) {
+      slept = true;
+      timeout = -1;
+    }
+    int n = epoll_wait(loop->epfd, evs, NET_EPOLL_EVENTS, timeout);
+    if (slept) mailbox_wake_done(&loop->mb);
+    for (int i = 0; i < n; i++) loop_handle(loop, &evs[i]);
+    loop_drain_mailbox(loop, 65536);
+    if (s->h.on_turn_end) s->h.on_turn_end(s->h.app, loop);
+    loop_flush(loop);
+  }
+  for (uint32_t i = 0; i < loop->n_slots; i++) {
+    net_conn *c = &loop->conns[i];
+    if (c->proto != CONN_FREE) conn_teardown(c);
+  }
+  loop_drain_mailbox(loop, UINT32_MAX); /* replies to dead calls are dropped */
+  loop->dirty = NULL;
+  if (s->h.on_loop_stop) s->h.on_loop_stop(s->h.app, loop);
+  return NULL;
+}
+
+/* ---- start / stop -------------------------------------------------------- */
+
+static uint32_t hash_path(const char *p, size_t n) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)p[i]) * 16777619u;
+  return h;
+}
+
+const net_method_ent *net_method_find(const net_server *s, const char *path, size_t len) {
+  uint32_t h = hash_path(path, len);
+  for (uint32_t i = h & s->method_mask;; i = (i + 1) & s->method_mask) {
+    int32_t k = s->method_table[i];
+    if (k < 0) return NULL;
+    const net_method_ent *m = &s->methods[k];
+    if (m->hash == h && m->path_len == len && memcmp(m->path, path, len) == 0) return m;
+  }
+}
+
+static int build_methods(net_server *s) {
+  uint32_t size = 16;
+  while (size < s->cfg.n_methods * 2 + 2) size *= 2;
+  s->methods = calloc(s->cfg.n_methods + 1, sizeof(*s->methods));
+  s->method_table = malloc(size * sizeof(int32_t));
+  if (!s->methods || !s->method_table) return -1;
+  for (uint32_t i = 0; i < size; i++) s->method_table[i] = -1;
+  s->method_mask = size - 1;
+  for (size_t k = 0; k < s->cfg.n_methods; k++) {
+    net_method_ent *m = &s->methods[k];
+    m->path = s->cfg.methods[k].path;
+    m->path_len = strlen(m->path);
+    m->hash = hash_path(m->path, m->path_len);
+    m->kind = s->cfg.methods[k].kind;
+    m->id = s->cfg.methods[k].id;
+    uint32_t i = m->hash & s->method_mask;
+    while (s->method_table[i] >= 0) i = (i + 1) & s->method_mask;
+    s->method_table[i] = (int32_t)k;
+  }
+  s->n_methods = (uint32_t)s->cfg.n_methods;
+  return 0;
+}
+
+static int loop_init(net_server *s, net_loop *loop, uint32_t index, char *err, size_t err_len) {
+  loop->srv = s;
+  loop->index = index;
+  loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+  loop->lfds = malloc(s->cfg.n_listen * sizeof(int));
+  loop->n_slots = s->conns_per_loop;
+  loop->conns = calloc(loop->n_slots, sizeof(net_conn));
+  loop->free_slots = malloc(loop->n_slots * sizeof(uint32_t));
+  loop->rdbuf = malloc(NET_READ_CHUNK);
+  if (loop->epfd < 0 || !loop->lfds || !loop->conns || !loop->free_slots || !loop->rdbuf ||
+      mailbox_init(&loop->mb, s->cfg.mailbox_slots) != 0 || net_h2_loop_init(loop) != 0) {
+    snprintf(err, err_len, "net: loop init: out of memory");
+    return -1;
+  }
+  for (size_t i = 0; i < s->cfg.n_listen; i++) loop->lfds[i] = -1;
+  for (uint32_t i = 0; i < loop->n_slots; i++) {
+    loop->conns[i].loop = loop;
+    loop->conns[i].slot = i;
+    loop->conns[i].fd = -1;
+    loop->free_slots[i] = loop->n_slots - 1 - i;
+  }
+  loop->n_free = loop->n_slots;
+  struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_MAILBOX, 0)};
+  epoll_ctl(loop->epfd, EPOLL_CTL_ADD, mailbox_fd(&loop->mb), &ev);
+  for (size_t i = 0; i < s->cfg.n_listen; i++) {
+    loop->lfds[i] = listen_one(s->cfg.listen[i], &s->ports[i], err, err_len);
+    if (loop->lfds[i] < 0) return -1;
+    struct epoll_event lev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_LISTEN, i)};
+    epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfds[i], &lev);
+  }
+  return 0;
+}
+
+static void loop_free(net_server *s, net_loop *loop) {
+  if (loop->lfds) {
+    for (size_t i = 0; i < s->cfg.n_listen; i++) {
+      if (loop->lfds[i] >= 0) close(loop->lfds[i]);
+    }
+  }
+  if (loop->epfd > 0) close(loop->epfd);
+  if (loop->conns) {
+    for (uint32_t i = 0; i < loop->n_slots; i++) {
+      net_buf_free(&loop->conns[i].wbuf);
+      net_buf_free(&loop->conns[i].rbuf);
+    }
+  }
+  if (loop->mb.slots) {
+    void *m;
+    while ((m = mailbox_pop(&loop->mb)) != NULL) {
+      if (s->h.on_post) s->h.on_post(s->h.app, loop, m); else free(m);
+    }
+    mailbox_destroy(&loop->mb);
+  }
+  net_h2_loop_free(loop);
+  free(loop->lfds);
+  free(loop->conns);
+  free(loop->free_slots);
+  free(loop->rdbuf);
+}
+
+static void apply_defaults(net_config *c) {
+  if (c->loops == 0) c->loops = 1;
+  if (c->max_recv_msg_bytes == 0) c->max_recv_msg_bytes = 4 * 1024 * 1024;
+  if (c->max_concurrent_streams == 0) c->max_concurrent_streams = 1000;
+  if (c->max_conns == 0) c->max_conns = 10000;
+  if (c->max_conn_out_bytes == 0) c->max_conn_out_bytes = 16 * 1024 * 1024;
+  if (c->max_http1_body_bytes == 0) c->max_http1_body_bytes = c->max_recv_msg_bytes;
+  if (c->mailbox_slots == 0) c->mailbox_slots = 65536;
+}
+
+static void server_free(net_server *s) {
+  if (s->loops) {
+    for (uint32_t i = 0; i < s->n_loops; i++) loop_free(s, &s->loops[i]);
+  }
+  free(s->loops);
+  free(s->ports);
+  free(s->methods);
+  free(s->method_table);
+  free(s);
+}
+
+int net_server_start(const net_config *cfg, const net_handlers *h, net_server **out, char *err,
+                     size_t err_len) {
+  *out = NULL;
+  if (cfg->tls != NULL || cfg->n_listen == 0) {
+    snprintf(err, err_len, cfg->tls ? "net: TLS is not supported yet" : "net: no listen address");
+    return -1;
+  }
+  net_server *s = calloc(1, sizeof(*s));
+  if (!s) return -1;
+  s->cfg = *cfg;
+  s->h = *h;
+  apply_defaults(&s->cfg);
+  s->n_loops = s->cfg.loops;
+  s->conns_per_loop = (uint32_t)((s->cfg.max_conns + s->n_loops - 1) / s->n_loops);
+  s->loops = calloc(s->n_loops, sizeof(net_loop));
+  s->ports = calloc(s->cfg.n_listen, sizeof(uint16_t));
+  if (!s->loops || !s->ports || build_methods(s) != 0) {
+    snprintf(err, err_len, "net: out of memory");
+    server_free(s);
+    return -1;
+  }
+  for (uint32_t i = 0; i < s->n_loops; i++) s->loops[i].epfd = -1;
+  for (uint32_t i = 0; i < s->n_loops; i++) {
+    if (loop_init(s, &s->loops[i], i, err, err_len) != 0) {
+      server_free(s);
+      return -1;
+    }
+  }
+  for (uint32_t i = 0; i < s->n_loops; i++) {
+    if (pthread_create(&s->loops[i].thread, NULL, loop_main, &s->loops[i]) != 0) {
+      snprintf(err, err_len, "net: pthread_create failed");
+      s->n_loops = i;
+      net_server_stop(s);
+      return -1;
+    }
+  }
+  *out = s;
+  return 0;
+}
+
+void net_server_stop(net_server *s) {
+  if (!s) return;
+  __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+  for (uint32_t i = 0; i < s->n_loops; i++) {
+    uint64_t one = 1;
+    ssize_t n = write(mailbox_fd(&s->loops[i].mb), &one, sizeof(one));
+    (void)n;
+  }
+  for (uint32_t i = 0; i < s->n_loops; i++) pthread_join(s->loops[i].thread, NULL);
+  s->n_loops = s->cfg.loops; /* free every loop, even ones never started */
+  server_free(s);
+}
+
+int net_post(net_server *s, uint32_t loop_index, void *msg) {
+  if (loop_index >= s->n_loops || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) return -1;
+  mailbox_push(&s->loops[loop_index].mb, msg);
+  return 0;
+}
+
+uint32_t net_loop_count(const net_server *s) { return s->n_loops; }
+
+uint16_t net_server_port(const net_server *s, size_t listen_index) {
+  return listen_index < s->cfg.n_listen ? s->ports[listen_index] : 0;
+}
+
+uint32_t net_loop_index(const net_loop *loop) { return loop->index; }
+
+net_server *net_loop_server(const net_loop *loop) { return loop->srv; }
