@@ -1,0 +1,128 @@
+/*
+ * msgs.h -- the messages that cross actors, and who owns what.
+ *
+ * Every message is one heap block whose first member is a `msg_hdr`. Pushing
+ * a message into a mailbox hands the block to the consumer, which frees it
+ * (or passes it on, which hands it on again). Pointer fields inside a message
+ * say below who allocated them and who frees them.
+ *
+ *   net  --MSG_PROPOSE------> raft     a client write to put in the log
+ *   net  --MSG_READ_INDEX---> raft     a batch of linearizable reads (one per loop turn)
+ *   raft --MSG_WAL_BATCH----> wal      encoded records to append + sync
+ *   wal  --MSG_WAL_DURABLE--> raft     "log durable up to index/term"
+ *   raft --MSG_APPLY--------> apply    committed entries, in log order
+ *   raft --MSG_READ_INDEX---> apply    the same read batch, now with its read index
+ *   apply --MSG_STORE_SYNCED-> raft    LevelDB durable up to index: WAL before it may go
+ *   (apply -> raft: the applied index is an atomic in server.h)
+ *   apply/raft --MSG_REPLIES-> net     replies for calls owned by that loop
+ *   apply --MSG_READ_INDEX--> net      "applied >= read index: run the batch's reads"
+ */
+#ifndef CETCD_MSG_MSGS_H
+#define CETCD_MSG_MSGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/server.h"
+
+typedef enum msg_kind {
+  MSG_PROPOSE = 1,
+  MSG_READ_INDEX,
+  MSG_WAL_BATCH,
+  MSG_WAL_DURABLE,
+  MSG_APPLY,
+  MSG_REPLIES,
+  MSG_STORE_SYNCED,
+  MSG_STOP,
+} msg_kind;
+
+typedef struct msg_hdr {
+  msg_kind kind;
+} msg_hdr;
+
+/* net -> raft. One block: the header then `len` bytes of entry data (an
+ * encoded cetcdpb.InternalRequest). On a successful raft_propose the core
+ * owns the data (and so the whole block: raft_free_data below frees it);
+ * otherwise the raft actor replies `call` with an error and frees the block. */
+typedef struct msg_propose {
+  msg_hdr hdr;
+  net_call call;
+  uint32_t len;
+  _Alignas(8) uint8_t data[];
+} msg_propose;
+
+/* Frees a proposal block given its data pointer (raft core's free_data). */
+void msg_propose_free_data(void *ctx, uint8_t *data);
+
+/* net -> raft -> apply -> net: one loop's linearizable reads of one turn.
+ * Allocated by the net loop, freed by the net loop when it comes back. */
+typedef struct msg_read_index {
+  msg_hdr hdr;
+  uint32_t loop;        /* net loop that owns the reads */
+  uint64_t batch;       /* that loop's batch number */
+  uint64_t read_index;  /* set by raft: serve once applied >= read_index */
+  int err;              /* set by raft: <0 cetcd_err if leadership lost */
+} msg_read_index;
+
+/* raft -> wal. `buf` holds encoded WAL records back to back:
+ *   | type u8 | index u64 | len u32 | data[len] |  (host order; in-memory only)
+ * Allocated and freed together with the block (flexible array). */
+typedef struct msg_wal_batch {
+  msg_hdr hdr;
+  uint64_t last_index;  /* highest entry index in the batch (0 = none) */
+  uint64_t last_term;   /* its term */
+  uint64_t release_before; /* nonzero: wal_release(release_before) after sync */
+  size_t len;
+  _Alignas(8) uint8_t buf[];
+} msg_wal_batch;
+
+/* wal -> raft. Allocated by wal, freed by raft. */
+typedef struct msg_wal_durable {
+  msg_hdr hdr;
+  uint64_t index;
+  uint64_t term;
+  int err;              /* <0: the WAL failed; the server must stop */
+} msg_wal_durable;
+
+/* apply -> raft (control mailbox). Freed by raft. */
+typedef struct msg_store_synced {
+  msg_hdr hdr;
+  uint64_t index;
+  uint64_t term;
+} msg_store_synced;
+
+/* One committed entry as the apply actor sees it. `data` points into the
+ * raft core's memory, valid until the raft actor compacts past `index`
+ * (which it does only below the applied index the apply actor reported). */
+typedef struct apply_entry {
+  uint64_t index;
+  uint64_t term;
+  uint8_t type;
+  uint32_t len;
+  const uint8_t *data;
+} apply_entry;
+
+/* raft -> apply. Freed by apply. */
+typedef struct msg_apply {
+  msg_hdr hdr;
+  size_t n;
+  apply_entry ents[];
+} msg_apply;
+
+/* One reply for a call. `buf` (malloc'd by the producer, freed by the net
+ * loop) holds the packed response message when status == 0. */
+typedef struct reply {
+  net_call call;
+  int err;              /* 0 = OK, else <0 cetcd_err */
+  uint8_t *buf;
+  size_t len;
+} reply;
+
+/* apply/raft -> net loop. Freed by the net loop. */
+typedef struct msg_replies {
+  msg_hdr hdr;
+  size_t n;
+  reply r[];
+} msg_replies;
+
+#endif
