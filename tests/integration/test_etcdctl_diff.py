@@ -134,7 +134,7 @@ def main():
                 p, fl = run_file(f, ref_bin, cand_bin, pool)
             except Exception as e:  # harness or reference failure
                 print("FAIL %s: %s: %s" % (os.path.basename(f), type(e).__name__, e))
-                p, fl = 0, max(1, sum(1 for c in dt.parse_case_file(f) if c.sleep is None))
+                p, fl = 0, 1
             print("%s: %d passed, %d failed" % (os.path.basename(f), p, fl))
             tot_p += p
             tot_f += fl
