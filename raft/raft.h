@@ -47,6 +47,8 @@
  *    snapshot in a ready is durable, call raft_persisted(snap.index,
  *    snap.term) as well (entries after it are acked in the usual way).
  *
+ * Call nothing else on r between raft_ready_get and raft_ready_advance.
+ *
  * OWNERSHIP AND LIFETIMES
  *  - Everything reachable from a raft_ready (arrays of structs, messages,
  *    the snapshot, read states) is valid until the matching advance only.
