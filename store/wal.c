@@ -437,7 +437,8 @@ static int list_segments(wal *w, char *err, size_t err_len) {
   closedir(d);
   if (rc)
     return errf(err, err_len, rc, "wal: out of memory listing %s", w->dir);
-  qsort(w->segs, w->nsegs, sizeof(*w->segs), seg_cmp);
+  if (w->nsegs)
+    qsort(w->segs, w->nsegs, sizeof(*w->segs), seg_cmp);
   for (size_t i = 1; i < w->nsegs; i++) {
     if (w->segs[i].seq != w->segs[i - 1].seq + 1) {
       char path[PATH_MAX];

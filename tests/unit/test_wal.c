@@ -264,7 +264,8 @@ static size_t list_names(const char *dir, char ***out) {
   }
   if (d)
     closedir(d);
-  qsort(v, n, sizeof(*v), name_cmp);
+  if (n)
+    qsort(v, n, sizeof(*v), name_cmp);
   *out = v;
   return n;
 }
@@ -409,6 +410,55 @@ static void test_codec(void) {
   wal_encode_record(out, WAL_REC_HARDSTATE, 3, NULL, 0);
   CU_ASSERT_EQUAL(wal_decode_record(out, 17, &r, &used), WAL_DECODE_OK);
   CU_ASSERT_EQUAL(r.len, 0u);
+}
+
+
+static int stop_at_two(void *arg, uint8_t type, uint64_t index, const uint8_t *data, size_t len) {
+  (void)type, (void)data, (void)len;
+  int *seen = arg;
+  (void)index;
+  return ++*seen == 2 ? 42 : 0;
+}
+
+/* wal_scan_segment on hand-made buffers: the pure replay path. */
+static void test_scan(void) {
+  static uint8_t seg[8192];
+  uint8_t data[300];
+  payload(3, data, sizeof(data));
+  wal_scan_result res;
+  /* clean: three records, then zeros */
+  memset(seg, 0, sizeof(seg));
+  size_t off = 0;
+  for (int i = 0; i < 3; i++) {
+    wal_encode_record(seg + off, WAL_REC_ENTRY, (uint64_t)i + 1, data, 50);
+    off += wal_record_bytes(50);
+  }
+  CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), NULL, NULL, &res), 0);
+  CU_ASSERT(res.damage == 0 && res.records == 3 && res.valid_bytes == off);
+  CU_ASSERT(res.has_entry && res.entry_max == 3);
+  /* exact EOF is clean too */
+  CU_ASSERT_EQUAL(wal_scan_segment(seg, off, NULL, NULL, &res), 0);
+  CU_ASSERT(res.damage == 0 && res.records == 3);
+  /* damage, zeros, then a valid record whose length field starts with a zero
+   * byte (len = 9 + 247 = 0x100) at every offset in a window */
+  for (size_t at = off + 200; at < off + 240; at++) {
+    memset(seg + off, 0, sizeof(seg) - off);
+    seg[off] = 0x55; /* a non-zero length that is garbage */
+    wal_encode_record(seg + at, WAL_REC_ENTRY, 9, data, 247);
+    CU_ASSERT_EQUAL(seg[at], 0);
+    CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), NULL, NULL, &res), 0);
+    CU_ASSERT(res.records == 3 && res.valid_bytes == off && res.damage != 0);
+    CU_ASSERT(res.valid_after == 1 && res.valid_after_off == at);
+  }
+  /* damage followed by garbage only: a torn tail */
+  memset(seg + off, 0, sizeof(seg) - off);
+  payload(4, seg + off, 500);
+  CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), NULL, NULL, &res), 0);
+  CU_ASSERT(res.damage != 0 && res.valid_after == 0 && res.valid_bytes == off);
+  /* the callback stops the scan */
+  int seen = 0;
+  CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), stop_at_two, &seen, &res), 42);
+  CU_ASSERT_EQUAL(seen, 2);
 }
 
 /* --- round trip / group commit ------------------------------------------------------ */
@@ -942,6 +992,7 @@ int main(void) {
     return 2;
   CU_add_test(s, "crc32c", test_crc32c);
   CU_add_test(s, "codec", test_codec);
+  CU_add_test(s, "scan", test_scan);
   CU_add_test(s, "roundtrip_segments", test_roundtrip_segments);
   CU_add_test(s, "group_commit", test_group_commit);
   CU_add_test(s, "big_record", test_big_record);
