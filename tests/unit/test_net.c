@@ -1,0 +1,899 @@
+/*
+ * test_net.c -- the net transport: the gRPC frame decoder, the HTTP/1.1
+ * parser, and an in-process server driven by an nghttp2 CLIENT session
+ * written here (so the server is checked against a second HTTP/2 stack).
+ *
+ * The toy app: "/etcdserverpb.KV/Range" (unary) answers a fixed payload
+ * followed by the request's bytes; "/etcdserverpb.KV/Put" (unary) hands the
+ * request to a worker thread which posts the reply back with net_post;
+ * "/etcdserverpb.Watch/Watch" (bidi) echoes every message and finishes OK on
+ * half-close; "etcdserverpb.Lease" is an unimplemented service; on_http
+ * answers "hello <target>".
+ *
+ * `test_net --serve` runs the toy server on a free loopback port and prints
+ * "PORT <n>" (for tests/integration/test_net_grpc.py, which drives it with
+ * python grpc); it exits when stdin closes.
+ */
+#define _GNU_SOURCE
+#include <CUnit/Basic.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "msg/mailbox.h"
+#include "net/grpc_frame.h"
+#include "net/http1.h"
+#include "net/server.h"
+
+/* ===== frame decoder ====================================================== */
+
+static size_t frame(uint8_t *out, uint8_t flag, const char *body, uint32_t len) {
+  grpc_frame_put_prefix(out, len);
+  out[0] = flag;
+  memcpy(out + 5, body, len);
+  return 5 + len;
+}
+
+static void test_dec_split_every_byte(void) {
+  uint8_t wire[64];
+  size_t n = frame(wire, 0, "hello world", 11);
+  grpc_frame_dec d;
+  grpc_frame_dec_init(&d, 1024);
+  int got = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t used;
+    const uint8_t *m;
+    size_t ml;
+    grpc_dec_status st = grpc_frame_dec_feed(&d, wire + i, 1, &used, &m, &ml);
+    CU_ASSERT_EQUAL(used, 1);
+    if (i + 1 < n) {
+      CU_ASSERT_EQUAL(st, GRPC_DEC_NEED_MORE);
+      CU_ASSERT_TRUE(grpc_frame_dec_partial(&d));
+    } else {
+      CU_ASSERT_EQUAL_FATAL(st, GRPC_DEC_MSG);
+      CU_ASSERT_EQUAL(ml, 11);
+      CU_ASSERT_EQUAL(memcmp(m, "hello world", 11), 0);
+      got++;
+    }
+  }
+  CU_ASSERT_EQUAL(got, 1);
+  CU_ASSERT_FALSE(grpc_frame_dec_partial(&d));
+  grpc_frame_dec_free(&d);
+}
+
+static void test_dec_many_in_one_chunk(void) {
+  uint8_t wire[256];
+  size_t n = 0;
+  n += frame(wire + n, 0, "a", 1);
+  n += frame(wire + n, 0, "", 0);
+  n += frame(wire + n, 0, "ccc", 3);
+  n += frame(wire + n, 0, "dddd", 4); /* split: first 7 of its 9 bytes here */
+  grpc_frame_dec d;
+  grpc_frame_dec_init(&d, 1024);
+  const char *want[] = {"a", "", "ccc", "dddd"};
+  size_t off = 0, k = 0, first_len = n - 2;
+  const uint8_t *m;
+  size_t ml, used;
+  while (off < first_len) {
+    grpc_dec_status st = grpc_frame_dec_feed(&d, wire + off, first_len - off, &used, &m, &ml);
+    off += used;
+    if (st == GRPC_DEC_NEED_MORE) break;
+    CU_ASSERT_EQUAL_FATAL(st, GRPC_DEC_MSG);
+    CU_ASSERT_EQUAL(ml, strlen(want[k]));
+    CU_ASSERT_EQUAL(memcmp(m, want[k], ml), 0);
+    /* Messages wholly inside the chunk are not copied. */
+    CU_ASSERT_TRUE(ml == 0 || (m >= wire && m < wire + n));
+    k++;
+  }
+  CU_ASSERT_EQUAL(k, 3);
+  CU_ASSERT_EQUAL(off, first_len);
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire + off, n - off, &used, &m, &ml), GRPC_DEC_MSG);
+  CU_ASSERT_EQUAL(ml, 4);
+  CU_ASSERT_EQUAL(memcmp(m, "dddd", 4), 0);
+  CU_ASSERT_EQUAL(d.n_msgs, 4);
+  grpc_frame_dec_free(&d);
+}
+
+static void test_dec_errors(void) {
+  uint8_t wire[64];
+  const uint8_t *m;
+  size_t ml, used;
+  grpc_frame_dec d;
+  grpc_frame_dec_init(&d, 10);
+  frame(wire, 0, "0123456789", 10); /* exactly at the limit: fine */
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 15, &used, &m, &ml), GRPC_DEC_MSG);
+  frame(wire, 0, "0123456789X", 11);
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 16, &used, &m, &ml), GRPC_DEC_ERR_TOO_LARGE);
+  CU_ASSERT_EQUAL(d.err_len, 11);
+  CU_ASSERT_EQUAL(used, 5); /* stops at the prefix */
+  /* sticky */
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 1, &used, &m, &ml), GRPC_DEC_ERR_TOO_LARGE);
+  grpc_frame_dec_reset(&d);
+  frame(wire, 1, "ab", 2);
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 7, &used, &m, &ml), GRPC_DEC_ERR_COMPRESSED);
+  grpc_frame_dec_reset(&d);
+  frame(wire, 7, "ab", 2);
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 7, &used, &m, &ml), GRPC_DEC_ERR_FORMAT);
+  CU_ASSERT_EQUAL(d.err_len, 7);
+  /* grpc-go checks the length before the flag */
+  grpc_frame_dec_reset(&d);
+  frame(wire, 1, "0123456789X", 11);
+  CU_ASSERT_EQUAL(grpc_frame_dec_feed(&d, wire, 16, &used, &m, &ml), GRPC_DEC_ERR_TOO_LARGE);
+  grpc_frame_dec_free(&d);
+}
+
+static void test_dec_big_split(void) {
+  size_t len = 100000;
+  uint8_t *wire = malloc(len + 5);
+  grpc_frame_put_prefix(wire, (uint32_t)len);
+  for (size_t i = 0; i < len; i++) wire[5 + i] = (uint8_t)(i * 7);
+  grpc_frame_dec d;
+  grpc_frame_dec_init(&d, len);
+  size_t off = 0, used, ml = 0;
+  const uint8_t *m = NULL;
+  grpc_dec_status st = GRPC_DEC_NEED_MORE;
+  while (off < len + 5) {
+    size_t chunk = len + 5 - off < 16384 ? len + 5 - off : 16384;
+    st = grpc_frame_dec_feed(&d, wire + off, chunk, &used, &m, &ml);
+    CU_ASSERT_EQUAL(used, chunk);
+    off += used;
+  }
+  CU_ASSERT_EQUAL_FATAL(st, GRPC_DEC_MSG);
+  CU_ASSERT_EQUAL(ml, len);
+  CU_ASSERT_EQUAL(memcmp(m, wire + 5, len), 0);
+  CU_ASSERT_TRUE(d.cap <= len);
+  grpc_frame_dec_free(&d);
+  free(wire);
+}
+
+static void test_percent_encode(void) {
+  char out[64];
+  grpc_percent_encode("a b%c\n\xc3\xa9", out, sizeof(out));
+  CU_ASSERT_STRING_EQUAL(out, "a b%25c%0A%C3%A9");
+  grpc_percent_encode("abcdef", out, 4);
+  CU_ASSERT_STRING_EQUAL(out, "abc");
+}
+
+/* ===== HTTP/1.1 parser ==================================================== */
+
+static void test_http1_parse(void) {
+  http1_req r;
+  const char *a = "GET /health?x=1 HTTP/1.1\r\nHost: x\r\nUser-Agent:  curl \r\n\r\nGET";
+  CU_ASSERT_EQUAL_FATAL(http1_parse((const unsigned char *)a, strlen(a), 100, &r), HTTP1_OK);
+  CU_ASSERT_STRING_EQUAL(r.method, "GET");
+  CU_ASSERT_STRING_EQUAL(r.target, "/health?x=1");
+  CU_ASSERT_EQUAL(r.n_headers, 2);
+  CU_ASSERT_EQUAL(r.headers[1].value_len, 4);
+  CU_ASSERT_EQUAL(memcmp(r.headers[1].value, "curl", 4), 0);
+  CU_ASSERT_TRUE(r.keep_alive);
+  CU_ASSERT_EQUAL(r.consumed, strlen(a) - 3);
+  const char *b = "POST /v3/kv/put HTTP/1.0\r\nContent-Length: 5\r\n\r\nabc";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)b, strlen(b), 100, &r), HTTP1_NEED_MORE);
+  const char *c = "POST /v3/kv/put HTTP/1.0\r\nContent-Length: 5\r\n\r\nabcde";
+  CU_ASSERT_EQUAL_FATAL(http1_parse((const unsigned char *)c, strlen(c), 100, &r), HTTP1_OK);
+  CU_ASSERT_EQUAL(r.body_len, 5);
+  CU_ASSERT_FALSE(r.keep_alive);
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)c, strlen(c), 4, &r), HTTP1_ERR_TOO_LARGE);
+  const char *d = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)d, strlen(d), 100, &r), HTTP1_ERR_LENGTH);
+  const char *e = "\x01\x02garbage\r\n\r\n";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)e, strlen(e), 100, &r), HTTP1_ERR_BAD);
+  const char *f = "GET / HTTP/2.0\r\n\r\n";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)f, strlen(f), 100, &r), HTTP1_ERR_VERSION);
+  const char *g = "GET / HTTP/1.1\r\nConnection: close\r\nBad Header: x\r\n\r\n";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)g, strlen(g), 100, &r), HTTP1_ERR_BAD);
+  const char *h = "GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+  CU_ASSERT_EQUAL(http1_parse((const unsigned char *)h, strlen(h), 100, &r), HTTP1_OK);
+  CU_ASSERT_FALSE(r.keep_alive);
+}
+
+/* ===== the toy app ======================================================== */
+
+enum { M_RANGE = 1, M_PUT = 2, M_WATCH = 3 };
+static const net_method toy_methods[] = {
+    {"/etcdserverpb.KV/Range", NET_UNARY, M_RANGE},
+    {"/etcdserverpb.KV/Put", NET_UNARY, M_PUT},
+    {"/etcdserverpb.Watch/Watch", NET_BIDI_STREAM, M_WATCH},
+};
+static const char *const toy_unimpl[] = {"etcdserverpb.Lease"};
+static const uint8_t RANGE_REPLY[] = {0x0a, 0x02, 0x10, 0x07}; /* header{revision: 7} */
+
+typedef struct work {
+  net_call call;
+  size_t len;
+  uint8_t data[];
+} work;
+
+typedef struct toy {
+  net_server *srv;
+  mailbox worker_mb; /* Put requests, for the worker thread */
+  pthread_t worker;
+  int worker_stop;
+  int loops_started;
+  int turns;
+  int stream_ends_half, stream_ends_gone, cancels;
+} toy;
+
+static void toy_loop_start(void *app, net_loop *loop, uint32_t idx) {
+  (void)loop, (void)idx;
+  __atomic_fetch_add(&((toy *)app)->loops_started, 1, __ATOMIC_SEQ_CST);
+}
+
+static void toy_message(void *app, net_loop *loop, net_call call, int mid, const uint8_t *msg,
+                        size_t len) {
+  toy *t = app;
+  if (mid == M_RANGE) {
+    uint8_t buf[4096];
+    memcpy(buf, RANGE_REPLY, sizeof(RANGE_REPLY));
+    size_t n = len < sizeof(buf) - 4 ? len : sizeof(buf) - 4;
+    memcpy(buf + 4, msg, n);
+    net_reply(loop, call, buf, 4 + n);
+  } else if (mid == M_PUT) {
+    work *w = malloc(sizeof(work) + len);
+    w->call = call;
+    w->len = len;
+    memcpy(w->data, msg, len);
+    mailbox_push(&t->worker_mb, w);
+  } else if (mid == M_WATCH) {
+    if (len == 4 && memcmp(msg, "FAIL", 4) == 0) {
+      net_stream_finish(loop, call, 9, "etcdserver: failed precondition");
+      return;
+    }
+    CU_ASSERT_EQUAL(net_stream_send(loop, call, msg, len), 0);
+  }
+}
+
+static void toy_stream_end(void *app, net_loop *loop, net_call call, int mid, net_end_reason why) {
+  toy *t = app;
+  CU_ASSERT_EQUAL(mid, M_WATCH);
+  if (why == NET_END_HALF_CLOSE) {
+    __atomic_fetch_add(&t->stream_ends_half, 1, __ATOMIC_SEQ_CST);
+    net_stream_send(loop, call, (const uint8_t *)"bye", 3);
+    net_stream_finish(loop, call, 0, NULL);
+  } else {
+    __atomic_fetch_add(&t->stream_ends_gone, 1, __ATOMIC_SEQ_CST);
+  }
+}
+
+static void toy_cancel(void *app, net_loop *loop, net_call call, int mid) {
+  (void)loop, (void)call, (void)mid;
+  __atomic_fetch_add(&((toy *)app)->cancels, 1, __ATOMIC_SEQ_CST);
+}
+
+static void toy_turn_end(void *app, net_loop *loop) {
+  (void)loop;
+  __atomic_fetch_add(&((toy *)app)->turns, 1, __ATOMIC_RELAXED);
+}
+
+/* The worker's reply, back on the call's loop. */
+static void toy_post(void *app, net_loop *loop, void *msg) {
+  (void)app;
+  work *w = msg;
+  CU_ASSERT_EQUAL(net_loop_index(loop), w->call.loop);
+  uint8_t buf[1024];
+  size_t n = w->len < sizeof(buf) - 3 ? w->len : sizeof(buf) - 3;
+  memcpy(buf, "PUT", 3);
+  memcpy(buf + 3, w->data, n);
+  net_reply(loop, w->call, buf, 3 + n);
+  free(w);
+}
+
+static void toy_http(void *app, net_loop *loop, const net_http_req *req) {
+  (void)app;
+  char body[2200];
+  int n = snprintf(body, sizeof(body), "hello %s %s %zu", req->method, req->target, req->body_len);
+  net_http_reply(loop, req->call, 200, "text/plain", "X-Test: 1\r\n", body, (size_t)n);
+}
+
+static void *toy_worker(void *arg) {
+  toy *t = arg;
+  while (!__atomic_load_n(&t->worker_stop, __ATOMIC_ACQUIRE)) {
+    work *w = mailbox_pop(&t->worker_mb);
+    if (!w) {
+      mailbox_wait(&t->worker_mb, 20);
+      continue;
+    }
+    if (net_post(t->srv, w->call.loop, w) != 0) free(w);
+  }
+  return NULL;
+}
+
+static toy T;
+
+static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint16_t *port) {
+  memset(&T, 0, sizeof(T));
+  static const char *const listen[] = {"127.0.0.1:0"};
+  net_config cfg = {.listen = listen, .n_listen = 1, .loops = loops,
+                    .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
+                    .methods = toy_methods, .n_methods = 3,
+                    .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
+  net_handlers h = {.app = &T, .on_loop_start = toy_loop_start, .on_message = toy_message,
+                    .on_stream_end = toy_stream_end, .on_call_cancel = toy_cancel,
+                    .on_turn_end = toy_turn_end, .on_post = toy_post, .on_http = toy_http};
+  char err[256];
+  if (mailbox_init(&T.worker_mb, 1024) != 0) return -1;
+  if (net_server_start(&cfg, &h, &T.srv, err, sizeof(err)) != 0) {
+    fprintf(stderr, "start: %s\n", err);
+    return -1;
+  }
+  pthread_create(&T.worker, NULL, toy_worker, &T);
+  *port = net_server_port(T.srv, 0);
+  return 0;
+}
+
+static void toy_stop(void) {
+  __atomic_store_n(&T.worker_stop, 1, __ATOMIC_RELEASE);
+  pthread_join(T.worker, NULL);
+  net_server_stop(T.srv);
+  void *m;
+  while ((m = mailbox_pop(&T.worker_mb)) != NULL) free(m);
+  mailbox_destroy(&T.worker_mb);
+}
+
+/* ===== a blocking nghttp2 client ========================================== */
+
+enum { MAX_CALLS = 1100 };
+
+typedef struct tcall {
+  int32_t id;
+  int http_status;
+  int grpc_status; /* -1 until seen */
+  char grpc_message[512];
+  uint8_t *data;
+  size_t data_len;
+  int closed;
+  uint32_t rst_code;
+} tcall;
+
+typedef struct tsrc { /* one submitted body */
+  uint8_t *p;
+  size_t len, off;
+} tsrc;
+
+typedef struct tcli {
+  int fd;
+  nghttp2_session *h2;
+  tcall calls[MAX_CALLS];
+  int n_calls;
+  int eof;
+} tcli;
+
+static int connect_port(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+static tcall *cli_find(tcli *c, int32_t id) {
+  for (int i = 0; i < c->n_calls; i++) {
+    if (c->calls[i].id == id) return &c->calls[i];
+  }
+  return NULL;
+}
+
+static int c_on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                       const uint8_t *value, size_t vl, uint8_t flags, void *ud) {
+  (void)s, (void)flags;
+  tcall *k = cli_find(ud, f->hd.stream_id);
+  if (!k) return 0;
+  if (nl == 7 && memcmp(name, ":status", 7) == 0) k->http_status = atoi((const char *)value);
+  if (nl == 11 && memcmp(name, "grpc-status", 11) == 0) k->grpc_status = atoi((const char *)value);
+  if (nl == 12 && memcmp(name, "grpc-message", 12) == 0) {
+    size_t n = vl < sizeof(k->grpc_message) - 1 ? vl : sizeof(k->grpc_message) - 1;
+    memcpy(k->grpc_message, value, n);
+    k->grpc_message[n] = '\0';
+  }
+  return 0;
+}
+
+static int c_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len,
+                     void *ud) {
+  (void)s, (void)flags;
+  tcall *k = cli_find(ud, id);
+  if (!k) return 0;
+  k->data = realloc(k->data, k->data_len + len);
+  memcpy(k->data + k->data_len, d, len);
+  k->data_len += len;
+  return 0;
+}
+
+static int c_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
+  (void)s;
+  tcall *k = cli_find(ud, id);
+  if (k) {
+    k->closed = 1;
+    k->rst_code = code;
+  }
+  return 0;
+}
+
+static ssize_t c_read_src(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
+                          uint32_t *flags, nghttp2_data_source *src, void *ud) {
+  (void)s, (void)id, (void)ud;
+  tsrc *t = src->ptr;
+  size_t n = t->len - t->off < length ? t->len - t->off : length;
+  memcpy(buf, t->p + t->off, n);
+  t->off += n;
+  if (t->off == t->len) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (t->p[t->len] == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* marker byte */
+    free(t->p);
+    free(t);
+  }
+  return (ssize_t)n;
+}
+
+static int cli_open(tcli *c, uint16_t port) {
+  memset(c, 0, sizeof(*c));
+  c->fd = connect_port(port);
+  if (c->fd < 0) return -1;
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_header_callback(cb, c_on_header);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_on_data);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_on_close);
+  nghttp2_session_client_new(&c->h2, cb, c);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
+  nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 1);
+  return 0;
+}
+
+static void cli_close(tcli *c) {
+  for (int i = 0; i < c->n_calls; i++) free(c->calls[i].data);
+  nghttp2_session_del(c->h2);
+  close(c->fd);
+}
+
+/* Sends what nghttp2 has; reads for up to wait_ms; returns -1 on EOF. */
+static int cli_pump(tcli *c, int wait_ms) {
+  const uint8_t *p;
+  ssize_t n;
+  while ((n = nghttp2_session_mem_send(c->h2, &p)) > 0) {
+    size_t off = 0;
+    while (off < (size_t)n) {
+      ssize_t w = write(c->fd, p + off, (size_t)n - off);
+      if (w <= 0) return -1;
+      off += (size_t)w;
+    }
+  }
+  struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+  if (poll(&pf, 1, wait_ms) <= 0) return 0;
+  uint8_t buf[65536];
+  ssize_t r = read(c->fd, buf, sizeof(buf));
+  if (r <= 0) {
+    c->eof = 1;
+    return -1;
+  }
+  if (nghttp2_session_mem_recv(c->h2, buf, (size_t)r) < 0) return -1;
+  return 0;
+}
+
+/* Starts a call; `body` (may be NULL) is sent as-is; end = half-close after it. */
+static int32_t cli_start(tcli *c, const char *path, const uint8_t *body, size_t len, int end,
+                         const char *extra_name, const char *extra_value) {
+  nghttp2_nv nva[7] = {
+      {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+      {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+      {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+      {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+      {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+      {(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0},
+      {(uint8_t *)extra_name, (uint8_t *)extra_value, extra_name ? strlen(extra_name) : 0,
+       extra_value ? strlen(extra_value) : 0, 0}};
+  nghttp2_data_provider prd, *pp = NULL;
+  if (body || end) {
+    tsrc *t = calloc(1, sizeof(*t));
+    t->p = malloc(len + 1);
+    if (len) memcpy(t->p, body, len);
+    t->p[len] = (uint8_t)(end ? 1 : 0);
+    t->len = len;
+    prd.source.ptr = t;
+    prd.read_callback = c_read_src;
+    pp = &prd;
+  }
+  int32_t id = nghttp2_submit_request(c->h2, NULL, nva, extra_name ? 7 : 6, pp, NULL);
+  CU_ASSERT_FATAL(id > 0 && c->n_calls < MAX_CALLS);
+  tcall *k = &c->calls[c->n_calls++];
+  memset(k, 0, sizeof(*k));
+  k->id = id;
+  k->grpc_status = -1;
+  return id;
+}
+
+static void cli_send(tcli *c, int32_t id, const uint8_t *body, size_t len, int end) {
+  tsrc *t = calloc(1, sizeof(*t));
+  t->p = malloc(len + 1);
+  memcpy(t->p, body, len);
+  t->p[len] = (uint8_t)(end ? 1 : 0);
+  t->len = len;
+  nghttp2_data_provider prd = {.source.ptr = t, .read_callback = c_read_src};
+  CU_ASSERT_EQUAL(nghttp2_submit_data(c->h2, end ? NGHTTP2_FLAG_END_STREAM : NGHTTP2_FLAG_NONE, id, &prd), 0);
+}
+
+static tcall *cli_wait(tcli *c, int32_t id) {
+  tcall *k = cli_find(c, id);
+  for (int i = 0; i < 500 && !k->closed; i++) {
+    if (cli_pump(c, 10) < 0) break;
+  }
+  return k;
+}
+
+static int all_closed(tcli *c) {
+  for (int i = 0; i < c->n_calls; i++) {
+    if (!c->calls[i].closed) return 0;
+  }
+  return 1;
+}
+
+static size_t msg(uint8_t *out, const char *s) { return frame(out, 0, s, (uint32_t)strlen(s)); }
+
+/* ===== server tests ======================================================= */
+
+static uint16_t PORT;
+
+static void test_unary_ok(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[64];
+  size_t n = msg(req, "key-1");
+  int32_t id = cli_start(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  tcall *k = cli_wait(&c, id);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->rst_code, 0);
+  CU_ASSERT_EQUAL(k->http_status, 200);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, 5 + 4 + 5);
+  CU_ASSERT_EQUAL(k->data[0], 0);
+  CU_ASSERT_EQUAL(k->data[4], 9);
+  CU_ASSERT_EQUAL(memcmp(k->data + 5, RANGE_REPLY, 4), 0);
+  CU_ASSERT_EQUAL(memcmp(k->data + 9, "key-1", 5), 0);
+  cli_close(&c);
+}
+
+static tcall *call_once(tcli *c, const char *path, const uint8_t *body, size_t len, int end,
+                        const char *xn, const char *xv) {
+  int32_t id = cli_start(c, path, body, len, end, xn, xv);
+  return cli_wait(c, id);
+}
+
+static void test_unimplemented(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[64];
+  size_t n = msg(req, "x");
+  tcall *k = call_once(&c, "/etcdserverpb.KV/Nope", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->http_status, 200);
+  CU_ASSERT_EQUAL(k->grpc_status, 12);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "unknown method Nope for service etcdserverpb.KV");
+  CU_ASSERT_EQUAL(k->data_len, 0);
+  k = call_once(&c, "/foo.Bar/Baz", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 12);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "unknown service foo.Bar");
+  k = call_once(&c, "/etcdserverpb.Lease/LeaseGrant", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 12);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "method LeaseGrant not implemented");
+  k = call_once(&c, "/nomethod", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 8);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "malformed method name: \"/nomethod\"");
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, "grpc-encoding", "gzip");
+  CU_ASSERT_EQUAL(k->grpc_status, 12);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "grpc: Decompressor is not installed for grpc-encoding \"gzip\"");
+  /* the connection is still good */
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  cli_close(&c);
+}
+
+static void test_bad_messages(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  size_t big = 5000; /* server limit is 4096 */
+  uint8_t *req = calloc(1, big + 5);
+  grpc_frame_put_prefix(req, (uint32_t)big);
+  tcall *k = call_once(&c, "/etcdserverpb.KV/Range", req, big + 5, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 8);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "grpc: received message larger than max (5000 vs. 4096)");
+  /* compressed flag without grpc-encoding */
+  req[0] = 1;
+  grpc_frame_put_prefix(req, 3);
+  req[0] = 1;
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, 8, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 13);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "grpc: compressed flag set with identity or empty encoding");
+  /* unary half-closed with no message / a partial one: grpc-go's io.EOF status */
+  k = call_once(&c, "/etcdserverpb.KV/Range", NULL, 0, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 2);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "EOF");
+  grpc_frame_put_prefix(req, 10);
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, 7, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 2);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "unexpected EOF");
+  /* two messages on a unary call: answered after the first (grpc-go) */
+  size_t n = msg(req, "one");
+  n += msg(req + n, "two");
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, 5 + 4 + 3);
+  CU_ASSERT_EQUAL(memcmp(k->data + 9, "one", 3), 0);
+  /* still serving */
+  n = msg(req, "ok");
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  free(req);
+  cli_close(&c);
+}
+
+/* The response ends while the client still sends: grpc-go resets the rest. */
+static void test_early_reply_resets(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[64];
+  size_t n = msg(req, "r");
+  int32_t id = cli_start(&c, "/etcdserverpb.KV/Range", req, n, 0, NULL, NULL);
+  tcall *k = cli_wait(&c, id);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL(k->rst_code, NGHTTP2_NO_ERROR);
+  cli_close(&c);
+}
+
+static void test_garbage_connection(void) {
+  int fd = connect_port(PORT);
+  CU_ASSERT_FATAL(fd >= 0);
+  /* A valid preface followed by garbage frames: GOAWAY and close. */
+  const char pre[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\xff\x00\x00\x00\x00\x07garbagegarbage";
+  CU_ASSERT_EQUAL(write(fd, pre, sizeof(pre) - 1), (ssize_t)sizeof(pre) - 1);
+  int closed = 0;
+  uint8_t buf[4096];
+  for (int i = 0; i < 200; i++) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    ssize_t r = read(fd, buf, sizeof(buf));
+    if (r <= 0) {
+      closed = 1;
+      break;
+    }
+  }
+  CU_ASSERT_TRUE(closed);
+  close(fd);
+  /* Random bytes (HTTP/1 by the preface test, then malformed): 400, close. */
+  fd = connect_port(PORT);
+  CU_ASSERT_EQUAL(write(fd, "\x16\x03\x01\x02\x00\r\n\r\n", 9), 9);
+  size_t got = 0;
+  closed = 0;
+  for (int i = 0; i < 200; i++) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    ssize_t r = read(fd, buf + got, sizeof(buf) - 1 - got);
+    if (r <= 0) {
+      closed = 1;
+      break;
+    }
+    got += (size_t)r;
+  }
+  buf[got] = 0;
+  CU_ASSERT_TRUE(closed);
+  CU_ASSERT_TRUE(strncmp((char *)buf, "HTTP/1.1 400 ", 13) == 0);
+  close(fd);
+  /* the server still serves */
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[64];
+  size_t n = msg(req, "still");
+  tcall *k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  cli_close(&c);
+}
+
+static void test_many_streams(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  enum { N = 1000 };
+  uint8_t req[64];
+  for (int i = 0; i < N; i++) {
+    char key[32];
+    snprintf(key, sizeof(key), "k%04d", i);
+    size_t n = msg(req, key);
+    /* alternate: direct reply on the loop, and reply posted from the worker */
+    cli_start(&c, i % 2 ? "/etcdserverpb.KV/Put" : "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  }
+  for (int i = 0; i < 1000 && !all_closed(&c); i++) cli_pump(&c, 10);
+  CU_ASSERT_TRUE(all_closed(&c));
+  int ok = 0;
+  for (int i = 0; i < N; i++) {
+    tcall *k = &c.calls[i];
+    char key[32];
+    snprintf(key, sizeof(key), "k%04d", i);
+    if (k->grpc_status != 0 || k->data_len < 10) continue;
+    if (i % 2) {
+      ok += k->data_len == 5 + 3 + 5 && memcmp(k->data + 5, "PUT", 3) == 0 &&
+            memcmp(k->data + 8, key, 5) == 0;
+    } else {
+      ok += k->data_len == 5 + 4 + 5 && memcmp(k->data + 9, key, 5) == 0;
+    }
+  }
+  CU_ASSERT_EQUAL(ok, N);
+  cli_close(&c);
+}
+
+static void test_bidi_stream(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  int half0 = __atomic_load_n(&T.stream_ends_half, __ATOMIC_SEQ_CST);
+  uint8_t req[64];
+  /* first message in one DATA frame, the second split across two */
+  size_t n = msg(req, "w1");
+  int32_t id = cli_start(&c, "/etcdserverpb.Watch/Watch", req, n, 0, NULL, NULL);
+  for (int i = 0; i < 20; i++) cli_pump(&c, 5);
+  tcall *k = cli_find(&c, id);
+  CU_ASSERT_FALSE(k->closed);
+  CU_ASSERT_EQUAL(k->data_len, 7);
+  n = msg(req, "second");
+  cli_send(&c, id, req, 4, 0);
+  for (int i = 0; i < 5; i++) cli_pump(&c, 5);
+  cli_send(&c, id, req + 4, n - 4, 1);
+  k = cli_wait(&c, id);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, 7 + 11 + 8);
+  CU_ASSERT_EQUAL(memcmp(k->data + 5, "w1", 2), 0);
+  CU_ASSERT_EQUAL(memcmp(k->data + 12, "second", 6), 0);
+  CU_ASSERT_EQUAL(memcmp(k->data + 23, "bye", 3), 0);
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_half, __ATOMIC_SEQ_CST), half0 + 1);
+  /* app-side error after data: trailers carry it */
+  n = msg(req, "w2");
+  n += msg(req + n, "FAIL");
+  id = cli_start(&c, "/etcdserverpb.Watch/Watch", req, n, 0, NULL, NULL);
+  k = cli_wait(&c, id);
+  CU_ASSERT_EQUAL(k->grpc_status, 9);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "etcdserver: failed precondition");
+  CU_ASSERT_EQUAL(k->data_len, 7);
+  /* client reset: the app hears NET_END_GONE */
+  int gone0 = __atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST);
+  n = msg(req, "w3");
+  id = cli_start(&c, "/etcdserverpb.Watch/Watch", req, n, 0, NULL, NULL);
+  for (int i = 0; i < 10; i++) cli_pump(&c, 5);
+  nghttp2_submit_rst_stream(c.h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_CANCEL);
+  for (int i = 0; i < 100 && __atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST) == gone0; i++) {
+    cli_pump(&c, 5);
+  }
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST), gone0 + 1);
+  /* connection drop with an open stream: NET_END_GONE too */
+  id = cli_start(&c, "/etcdserverpb.Watch/Watch", req, n, 0, NULL, NULL);
+  for (int i = 0; i < 10; i++) cli_pump(&c, 5);
+  cli_close(&c);
+  for (int i = 0; i < 200 && __atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST) == gone0 + 1; i++) {
+    usleep(5000);
+  }
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST), gone0 + 2);
+}
+
+static size_t http_roundtrip(int fd, const char *req, char *out, size_t cap, int want_responses) {
+  size_t got = 0;
+  CU_ASSERT_EQUAL(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+  for (int i = 0; i < 200; i++) {
+    int seen = 0;
+    for (char *p = out; (p = strstr(p, "HTTP/1.1 ")) != NULL && (size_t)(p - out) < got; p++) seen++;
+    if (seen >= want_responses && got > 0 && strstr(out, "hello") != NULL) {
+      /* wait for the last body */
+      const char *last = out;
+      for (char *p = out; (p = strstr(p, "hello")) != NULL; p++) last = p;
+      if (strstr(last, "\r\n") == NULL && (size_t)(last - out) + 10 < got) break;
+    }
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10) <= 0) continue;
+    ssize_t r = read(fd, out + got, cap - 1 - got);
+    if (r <= 0) break;
+    got += (size_t)r;
+    out[got] = 0;
+  }
+  return got;
+}
+
+static void test_http1(void) {
+  int fd = connect_port(PORT);
+  CU_ASSERT_FATAL(fd >= 0);
+  char out[8192] = {0};
+  /* two pipelined requests on one keep-alive connection */
+  http_roundtrip(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\nPOST /v3/kv/range HTTP/1.1\r\n"
+                     "Content-Length: 2\r\n\r\n{}", out, sizeof(out), 2);
+  const char *want1 = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n"
+                      "X-Test: 1\r\n\r\nhello GET /health 0";
+  CU_ASSERT_TRUE(strstr(out, want1) == out);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "hello POST /v3/kv/range 2"));
+  close(fd);
+}
+
+static void test_two_loops(void) {
+  /* Several connections spread over the loops by SO_REUSEPORT, all served. */
+  tcli c[6];
+  uint8_t req[64];
+  size_t n = msg(req, "multi");
+  for (int i = 0; i < 6; i++) CU_ASSERT_FATAL(cli_open(&c[i], PORT) == 0);
+  for (int i = 0; i < 6; i++) {
+    tcall *k = call_once(&c[i], "/etcdserverpb.KV/Put", req, n, 1, NULL, NULL);
+    CU_ASSERT_EQUAL(k->grpc_status, 0);
+    CU_ASSERT_EQUAL(k->data_len, 5 + 3 + 5);
+  }
+  for (int i = 0; i < 6; i++) cli_close(&c[i]);
+  CU_ASSERT_EQUAL(net_loop_count(T.srv), 2);
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.loops_started, __ATOMIC_SEQ_CST), 2);
+  CU_ASSERT_TRUE(__atomic_load_n(&T.turns, __ATOMIC_RELAXED) > 0);
+}
+
+static void test_max_streams_setting(void) {
+  /* The server announces max_concurrent_streams = 1200 in its SETTINGS. */
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  for (int i = 0; i < 20; i++) cli_pump(&c, 5);
+  CU_ASSERT_EQUAL(nghttp2_session_get_remote_settings(c.h2, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS), 1200);
+  CU_ASSERT_EQUAL(nghttp2_session_get_remote_settings(c.h2, NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE),
+                  4 * 1024 * 1024);
+  cli_close(&c);
+}
+
+static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
+static int suite_clean(void) {
+  toy_stop();
+  return 0;
+}
+
+/* ===== --serve mode for the python integration test ====================== */
+
+static int serve_main(void) {
+  uint16_t port;
+  if (toy_start(2, 4096, 1200, &port) != 0) return 1;
+  printf("PORT %u\n", (unsigned)port);
+  fflush(stdout);
+  char buf[64];
+  while (read(0, buf, sizeof(buf)) > 0) {
+  }
+  toy_stop();
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "--serve") == 0) return serve_main();
+  if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+  CU_pSuite pure = CU_add_suite("net_pure", NULL, NULL);
+  CU_add_test(pure, "decoder split every byte", test_dec_split_every_byte);
+  CU_add_test(pure, "decoder many messages per chunk", test_dec_many_in_one_chunk);
+  CU_add_test(pure, "decoder errors", test_dec_errors);
+  CU_add_test(pure, "decoder big split message", test_dec_big_split);
+  CU_add_test(pure, "percent encode", test_percent_encode);
+  CU_add_test(pure, "http1 parse", test_http1_parse);
+  CU_pSuite srv = CU_add_suite("net_server", suite_init, suite_clean);
+  CU_add_test(srv, "unary ok", test_unary_ok);
+  CU_add_test(srv, "unimplemented / unknown", test_unimplemented);
+  CU_add_test(srv, "bad messages", test_bad_messages);
+  CU_add_test(srv, "early reply resets", test_early_reply_resets);
+  CU_add_test(srv, "garbage connection", test_garbage_connection);
+  CU_add_test(srv, "many streams, posted replies", test_many_streams);
+  CU_add_test(srv, "bidi stream", test_bidi_stream);
+  CU_add_test(srv, "http1", test_http1);
+  CU_add_test(srv, "two loops", test_two_loops);
+  CU_add_test(srv, "settings", test_max_streams_setting);
+  CU_basic_set_mode(CU_BRM_VERBOSE);
+  CU_basic_run_tests();
+  unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
+  CU_cleanup_registry();
+  return failed ? 1 : 0;
+}
