@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# scripts/bench.sh -- `make bench`: the standard put comparison, cetcd
+# against etcd 3.4, measured by the same client (cetcd-bench) in one run.
+#
+# Each round starts the server fresh (new temp data dir, free loopback
+# ports), waits until it serves a put, runs the scenario with
+# --server-pid so the server's peak RSS (VmHWM) and CPU are read from /proc,
+# and stops the server by pid. Rounds alternate A B A B so that drift of
+# the machine (page cache, thermal, neighbours) hits both alike. Durability
+# is the same for both: etcd fsyncs its WAL before acknowledging by default,
+# and cetcd does the same with the same flags.
+#
+# Environment (defaults in brackets):
+#   BUILD [build]  ETCD [etcd]  ROUNDS [2]  TOTAL [100000]  CLIENTS [1000]
+#   CONNS [100]  KEY_SIZE [8]  VAL_SIZE [256]  THREADS [1]
+#   BENCH_OUT [$BUILD/bench-report.md]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+ETCD=${ETCD:-etcd}
+ROUNDS=${ROUNDS:-2}
+TOTAL=${TOTAL:-100000}
+CLIENTS=${CLIENTS:-1000}
+CONNS=${CONNS:-100}
+KEY_SIZE=${KEY_SIZE:-8}
+VAL_SIZE=${VAL_SIZE:-256}
+THREADS=${THREADS:-1}
+BENCH=$BUILD/bin/cetcd-bench
+CETCD=$BUILD/bin/cetcd
+BENCH_OUT=${BENCH_OUT:-$BUILD/bench-report.md}
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+
+[ -x "$BENCH" ] || die "$BENCH is missing: build first (make build)"
+command -v "$ETCD" >/dev/null || die "etcd ($ETCD) is not installed"
+
+TMP=$(mktemp -d /tmp/cetcd-bench.XXXXXX)
+SERVER_PID=
+cleanup() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A loopback port nothing listens on (and not handed out twice by us).
+USED_PORTS=" "
+free_port() {
+  local p
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 40000))
+    case $USED_PORTS in *" $p "*) continue ;; esac
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      USED_PORTS="$USED_PORTS$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free loopback port found"
+}
+
+# start_server NAME BIN -> sets SERVER_PID and SERVER_EP; 1 if it does not serve
+start_server() {
+  local name=$1 bin=$2 dir="$TMP/$1.$RANDOM" p q
+  p=$(free_port)
+  q=$(free_port)
+  mkdir -p "$dir"
+  "$bin" --name bench --data-dir "$dir/data" \
+    --listen-client-urls "http://127.0.0.1:$p" --advertise-client-urls "http://127.0.0.1:$p" \
+    --listen-peer-urls "http://127.0.0.1:$q" --initial-advertise-peer-urls "http://127.0.0.1:$q" \
+    --initial-cluster "bench=http://127.0.0.1:$q" >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  SERVER_EP="http://127.0.0.1:$p"
+  SERVER_LOG="$dir/server.log"
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      echo "bench.sh: $name exited during start; last lines of its log:" >&2
+      tail -n 20 "$SERVER_LOG" >&2
+      SERVER_PID=
+      return 1
+    fi
+    if "$BENCH" --endpoints "$SERVER_EP" put --total 1 >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  echo "bench.sh: $name does not serve puts on $SERVER_EP after 20 s; last lines of its log:" >&2
+  tail -n 20 "$SERVER_LOG" >&2
+  stop_server
+  return 1
+}
+
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  SERVER_PID=
+}
+
+calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
+
+json_num() { sed -n "s/.*\"$1\":\\([-0-9.e+]*\\).*/\\1/p"; }
+
+# run_round NAME BIN -> appends "name rps p99 hwm_kb errors srv_cpu bench_cpu_ms" to $TMP/rows
+run_round() {
+  local name=$1 bin=$2 out
+  start_server "$name" "$bin" || return 1
+  out=$("$BENCH" --endpoints "$SERVER_EP" --conns "$CONNS" --clients "$CLIENTS" \
+    --threads "$THREADS" --server-pid "$SERVER_PID" --format json \
+    put --total "$TOTAL" --key-size "$KEY_SIZE" --val-size "$VAL_SIZE") || true
+  stop_server
+  [ -n "$out" ] || { echo "bench.sh: cetcd-bench printed nothing for $name" >&2; return 1; }
+  echo "$out" >>"$BUILD/bench-results.jsonl"
+  local rps p99 hwm errs scpu bcpu
+  rps=$(echo "$out" | json_num requests_per_sec)
+  p99=$(echo "$out" | json_num p99)
+  hwm=$(echo "$out" | json_num peak_rss_kb)
+  errs=$(echo "$out" | json_num errors)
+  scpu=$(echo "$out" | json_num cpu_secs)
+  bcpu=$(echo "$out" | json_num bench_cpu_ms_per_1000)
+  printf '  %-6s %12.1f req/s  p99 %8.2f ms  peak RSS %8.1f MiB  errors %s  server CPU %.2f s  bench CPU %.2f ms/1000 req\n' \
+    "$name" "$rps" "$(calc "$p99*1000")" "$(calc "$hwm/1024")" "$errs" "$scpu" "$bcpu"
+  if [ "$errs" != "0" ]; then
+    echo "$out" | sed -n 's/.*"error_distribution":\(\[[^]]*\]\).*/    errors: \1/p'
+  fi
+  echo "$name $rps $p99 $hwm $errs" >>"$TMP/rows"
+}
+
+have_cetcd=1
+if [ ! -x "$CETCD" ]; then
+  echo "bench.sh: $CETCD does not exist (the server is not built yet): measuring etcd only."
+  have_cetcd=0
+fi
+
+echo "put: $CLIENTS clients over $CONNS conns, $KEY_SIZE B keys, $VAL_SIZE B values, $TOTAL requests per round, $ROUNDS rounds each"
+echo "machine: $(nproc) cores, $(uname -sr); etcd: $("$ETCD" --version | head -n 1)"
+: >"$TMP/rows"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r:"
+  run_round etcd "$ETCD" || die "etcd round $r failed"
+  if [ $have_cetcd = 1 ] && ! run_round cetcd "$CETCD"; then
+    echo "bench.sh: cetcd could not be measured; continuing with etcd only."
+    have_cetcd=0
+  fi
+done
+
+# mean throughput, mean p99, max peak RSS per server
+summary() {
+  awk -v n="$1" '$1 == n { k++; rps += $2; p99 += $3; if ($4 > hwm) hwm = $4; err += $5 }
+    END { if (k) printf "%.1f %.6f %d %d %d\n", rps / k, p99 / k, hwm, err, k }' "$TMP/rows"
+}
+read -r e_rps e_p99 e_hwm e_err e_k <<<"$(summary etcd)"
+{
+  echo "| server | rounds | req/s (mean) | p99 ms (mean) | peak RSS MiB (max) | errors |"
+  echo "|---|---|---|---|---|---|"
+  printf '| etcd 3.4 | %d | %.0f | %.2f | %.1f | %d |\n' "$e_k" "$e_rps" "$(calc "$e_p99*1000")" "$(calc "$e_hwm/1024")" "$e_err"
+  if [ $have_cetcd = 1 ]; then
+    read -r c_rps c_p99 c_hwm c_err c_k <<<"$(summary cetcd)"
+    printf '| cetcd | %d | %.0f | %.2f | %.1f | %d |\n' "$c_k" "$c_rps" "$(calc "$c_p99*1000")" "$(calc "$c_hwm/1024")" "$c_err"
+    printf '| cetcd / etcd | | %.2fx | %.2fx | %.2fx | |\n' "$(calc "$c_rps/$e_rps")" \
+      "$(calc "$c_p99/$e_p99")" "$(calc "$c_hwm/$e_hwm")"
+  else
+    echo "| cetcd | - | not measured (binary missing or not serving) | | | |"
+  fi
+} | tee "$BENCH_OUT"
+echo "report: $BENCH_OUT; raw results: $BUILD/bench-results.jsonl"
