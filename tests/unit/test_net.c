@@ -199,6 +199,14 @@ static void test_http1_parse(void) {
 
 /* ===== the toy app ======================================================== */
 
+/* Checks inside server callbacks: CUnit asserts only while CUnit runs (not
+ * in --serve mode). */
+static int g_cunit;
+#define TOY_CHECK(x)         \
+  do {                       \
+    if (g_cunit) CU_ASSERT(x); \
+  } while (0)
+
 enum { M_RANGE = 1, M_PUT = 2, M_WATCH = 3 };
 static const net_method toy_methods[] = {
     {"/etcdserverpb.KV/Range", NET_UNARY, M_RANGE},
@@ -249,13 +257,14 @@ static void toy_message(void *app, net_loop *loop, net_call call, int mid, const
       net_stream_finish(loop, call, 9, "etcdserver: failed precondition");
       return;
     }
-    CU_ASSERT_EQUAL(net_stream_send(loop, call, msg, len), 0);
+    int rc = net_stream_send(loop, call, msg, len);
+    TOY_CHECK(rc == 0);
   }
 }
 
 static void toy_stream_end(void *app, net_loop *loop, net_call call, int mid, net_end_reason why) {
   toy *t = app;
-  CU_ASSERT_EQUAL(mid, M_WATCH);
+  TOY_CHECK(mid == M_WATCH);
   if (why == NET_END_HALF_CLOSE) {
     __atomic_fetch_add(&t->stream_ends_half, 1, __ATOMIC_SEQ_CST);
     net_stream_send(loop, call, (const uint8_t *)"bye", 3);
@@ -279,7 +288,7 @@ static void toy_turn_end(void *app, net_loop *loop) {
 static void toy_post(void *app, net_loop *loop, void *msg) {
   (void)app;
   work *w = msg;
-  CU_ASSERT_EQUAL(net_loop_index(loop), w->call.loop);
+  TOY_CHECK(net_loop_index(loop) == w->call.loop);
   uint8_t buf[1024];
   size_t n = w->len < sizeof(buf) - 3 ? w->len : sizeof(buf) - 3;
   memcpy(buf, "PUT", 3);
@@ -873,6 +882,7 @@ static int serve_main(void) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--serve") == 0) return serve_main();
   if (CU_initialize_registry() != CUE_SUCCESS) return 1;
+  g_cunit = 1;
   CU_pSuite pure = CU_add_suite("net_pure", NULL, NULL);
   CU_add_test(pure, "decoder split every byte", test_dec_split_every_byte);
   CU_add_test(pure, "decoder many messages per chunk", test_dec_many_in_one_chunk);
