@@ -93,6 +93,10 @@ int mvcc_batch_commit(mvcc *m, uint64_t consistent_index);
  * write), so the WAL before mvcc_consistent_index() may be released. */
 int mvcc_sync(mvcc *m);
 
+/* Number of leveldb_write calls made so far (one per batch commit, plus one
+ * per compaction and per mvcc_sync): for tests and metrics. Any thread. */
+uint64_t mvcc_leveldb_writes(const mvcc *m);
+
 /* --- read side: any RCU-registered thread ----------------------------------- */
 int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__RangeResponse *resp, arena *a);
 

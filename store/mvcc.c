@@ -1,0 +1,399 @@
+/*
+ * mvcc.c -- the store's life cycle: open (index rebuild), batches, commit,
+ * compaction, and record I/O. Request semantics are in mvcc_range.c and
+ * mvcc_write.c.
+ *
+ * DESIGN
+ *
+ * LevelDB holds every change as a revision record (store/revision.h) plus a
+ * few meta records:
+ *
+ *   key          value            meaning
+ *   "mci"        u64 BE           consistent index (last Raft index applied)
+ *   "msc"        i64 BE           scheduled compaction revision
+ *   "mfc"        i64 BE           finished compaction revision
+ *
+ * The current revision is not stored: on open it is the newest record's main
+ * revision, or the compaction revision if that is newer (a compaction at the
+ * current revision may remove the newest record, a tombstone) -- what etcd's
+ * store.restore does.
+ *
+ * A batch: requests change the working index and append records to one
+ * LevelDB write batch; mvcc_batch_commit() writes it (with "mci") in ONE
+ * leveldb_write, and only then publishes the index root, so a reader never
+ * finds an index entry whose record is not in LevelDB yet.
+ *
+ * Compaction: mvcc_compact() records "msc" in the batch and raises the
+ * working compact revision (requests after it in the batch already see it).
+ * After the commit has published the new compact revision, the index is cut,
+ * an RCU grace period passes (no reader can still be reading a doomed record)
+ * and one more LevelDB write deletes the records and stores "mfc". A crash in
+ * between leaves msc > mfc, and open redoes the compaction.
+ *
+ * Threads: every function here runs on an RCU-registered thread (call_rcu
+ * and synchronize_rcu need it); the write side on one thread only.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu.h>
+
+#include "store/mvcc_internal.h"
+
+#define META_CI "mci"
+#define META_SCHED "msc"
+#define META_DONE "mfc"
+#define DEFAULT_CACHE_BYTES (64u << 20)
+#define DEFAULT_WRITE_BUFFER_BYTES (16u << 20)
+
+/* --- small helpers ------------------------------------------------------- */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return 0;
+  size_t c = *cap ? *cap : 64;
+  while (c < need) c *= 2;
+  void *np = realloc(*p, c * elem);
+  if (!np) return -CETCD_E_NOMEM;
+  *p = np;
+  *cap = c;
+  return 0;
+}
+
+static void put_meta(leveldb_writebatch_t *wb, const char *name, uint64_t v) {
+  uint8_t b[8];
+  rev_put_be64(b, v);
+  leveldb_writebatch_put(wb, name, strlen(name), (const char *)b, sizeof(b));
+}
+
+/* 0 and *v, 1 if absent, <0 on error. */
+static int get_meta(mvcc *m, const char *name, uint64_t *v) {
+  char *err = NULL;
+  size_t len = 0;
+  char *val = leveldb_get(m->db, m->ropt, name, strlen(name), &len, &err);
+  if (err) {
+    leveldb_free(err);
+    return -CETCD_E_INTERNAL;
+  }
+  if (!val) return 1;
+  int rc = len == 8 ? 0 : -CETCD_E_CORRUPT;
+  if (!rc) *v = rev_get_be64((const uint8_t *)val);
+  leveldb_free(val);
+  return rc;
+}
+
+static int db_write(mvcc *m, leveldb_writeoptions_t *wo, leveldb_writebatch_t *wb) {
+  char *err = NULL;
+  leveldb_write(m->db, wo, wb, &err);
+  atomic_fetch_add(&m->nwrites, 1);
+  if (err) {
+    fprintf(stderr, "cetcd: mvcc: leveldb write failed: %s\n", err);
+    leveldb_free(err);
+    return -CETCD_E_INTERNAL;
+  }
+  return 0;
+}
+
+/* --- record I/O ------------------------------------------------------------ */
+
+void wr_begin(mvcc *m) {
+  m->req_main = m->wrev + 1;
+  m->req_sub = 0;
+}
+
+int64_t wr_end(mvcc *m) {
+  if (m->req_sub) m->wrev = m->req_main;
+  m->req_sub = 0;
+  return m->wrev;
+}
+
+int wr_record(mvcc *m, const Mvccpb__KeyValue *kv, bool tombstone, int64_t *sub_out) {
+  size_t len = mvccpb__key_value__get_packed_size(kv);
+  int rc = grow((void **)&m->pbuf, &m->pbuf_cap, m->pbuf_len + len, 1);
+  if (!rc) rc = grow((void **)&m->pend, &m->cappend, m->npend + 1, sizeof(*m->pend));
+  if (rc) return rc;
+  uint8_t *dst = m->pbuf + m->pbuf_len;
+  mvccpb__key_value__pack(kv, dst);
+  rev_pair r = {m->req_main, m->req_sub};
+  uint8_t key[REV_KEY_BYTES_MAX];
+  size_t klen = rev_key_encode(key, r, tombstone);
+  leveldb_writebatch_put(m->wb, (const char *)key, klen, (const char *)dst, len);
+  m->pend[m->npend++] = (mvcc_pend){r.main, r.sub, m->pbuf_len, len};
+  m->pbuf_len += len;
+  *sub_out = m->req_sub++;
+  return 0;
+}
+
+static const mvcc_pend *pend_find(const mvcc *m, int64_t main, int64_t sub) {
+  size_t lo = 0, hi = m->npend;
+  rev_pair want = {main, sub};
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = rev_cmp((rev_pair){m->pend[mid].main, m->pend[mid].sub}, want);
+    if (c == 0) return &m->pend[mid];
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return NULL;
+}
+
+int read_kv(mvcc *m, const idx_key *k, const idx_rev *r, bool writer, arena *a, Mvccpb__KeyValue **out) {
+  (void)k;
+  if (writer && r->main > m->committed_rev) {
+    const mvcc_pend *p = pend_find(m, r->main, r->sub);
+    if (!p) return -CETCD_E_INTERNAL;
+    *out = mvccpb__key_value__unpack(&a->pb, p->len, m->pbuf + p->off);
+    return *out ? 0 : -CETCD_E_NOMEM;
+  }
+  uint8_t key[REV_KEY_BYTES_MAX];
+  size_t klen = rev_key_encode(key, (rev_pair){r->main, r->sub}, r->tomb);
+  char *err = NULL;
+  size_t len = 0;
+  char *val = leveldb_get(m->db, m->ropt, (const char *)key, klen, &len, &err);
+  if (err) {
+    leveldb_free(err);
+    return -CETCD_E_INTERNAL;
+  }
+  if (!val) return -CETCD_E_COMPACTED; /* removed under us: the caller re-checks */
+  *out = mvccpb__key_value__unpack(&a->pb, len, (const uint8_t *)val);
+  leveldb_free(val);
+  return *out ? 0 : -CETCD_E_NOMEM;
+}
+
+/* --- open / close ---------------------------------------------------------- */
+
+static int rebuild_index(mvcc *m, int64_t *last_main) {
+  leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ropt);
+  int rc = 0;
+  char prefix = REV_KEY_PREFIX;
+  for (leveldb_iter_seek(it, &prefix, 1); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t klen, vlen;
+    const uint8_t *kb = (const uint8_t *)leveldb_iter_key(it, &klen);
+    if (klen == 0 || kb[0] != REV_KEY_PREFIX) break;
+    rev_pair r;
+    bool tomb;
+    if (rev_key_decode(kb, klen, &r, &tomb)) {
+      rc = -CETCD_E_CORRUPT;
+      break;
+    }
+    const uint8_t *vb = (const uint8_t *)leveldb_iter_value(it, &vlen);
+    Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, vlen, vb);
+    if (!kv) {
+      rc = -CETCD_E_CORRUPT;
+      break;
+    }
+    idx_rev ch = {.main = r.main, .sub = (uint32_t)r.sub, .tomb = tomb};
+    if (!tomb) ch.create = kv->create_revision, ch.version = kv->version, ch.lease = kv->lease;
+    idx_append(m->index, kv->key.data, kv->key.len, &ch);
+    mvccpb__key_value__free_unpacked(kv, NULL);
+    *last_main = r.main;
+  }
+  leveldb_iter_destroy(it);
+  return rc;
+}
+
+static int open_db(mvcc *m, const char *dir, const mvcc_options *opt, char *err, size_t err_len) {
+  size_t cache = opt && opt->leveldb_cache_bytes ? opt->leveldb_cache_bytes : DEFAULT_CACHE_BYTES;
+  size_t wbuf = opt && opt->leveldb_write_buffer_bytes ? opt->leveldb_write_buffer_bytes
+                                                       : DEFAULT_WRITE_BUFFER_BYTES;
+  m->opt = leveldb_options_create();
+  m->cache = leveldb_cache_create_lru(cache);
+  m->filter = leveldb_filterpolicy_create_bloom(10);
+  leveldb_options_set_create_if_missing(m->opt, 1);
+  leveldb_options_set_cache(m->opt, m->cache);
+  leveldb_options_set_filter_policy(m->opt, m->filter);
+  leveldb_options_set_write_buffer_size(m->opt, wbuf);
+  m->ropt = leveldb_readoptions_create();
+  m->wopt = leveldb_writeoptions_create();
+  leveldb_writeoptions_set_sync(m->wopt, 0);
+  m->wopt_sync = leveldb_writeoptions_create();
+  leveldb_writeoptions_set_sync(m->wopt_sync, 1);
+  char *lerr = NULL;
+  m->db = leveldb_open(m->opt, dir, &lerr);
+  if (lerr) {
+    snprintf(err, err_len, "leveldb open %s: %s", dir, lerr);
+    leveldb_free(lerr);
+    return -CETCD_E_INTERNAL;
+  }
+  return 0;
+}
+
+static int run_compaction(mvcc *m, int64_t at_rev);
+
+static int load_state(mvcc *m, char *err, size_t err_len) {
+  int64_t last = 1;
+  int rc = rebuild_index(m, &last);
+  uint64_t ci = 0, sched = 0, done = 0;
+  int has_sched = 1, has_done = 1;
+  if (!rc && (rc = get_meta(m, META_CI, &ci)) == 1) rc = 0;
+  if (!rc && (has_sched = get_meta(m, META_SCHED, &sched)) < 0) rc = has_sched;
+  if (!rc && (has_done = get_meta(m, META_DONE, &done)) < 0) rc = has_done;
+  if (rc) {
+    snprintf(err, err_len, "mvcc: reading the store failed: %s", cetcd_err_msg(rc));
+    return rc;
+  }
+  int64_t compact = has_sched == 0 ? (int64_t)sched : has_done == 0 ? (int64_t)done : -1;
+  if (compact > last) last = compact;
+  m->wrev = m->committed_rev = last;
+  m->wcompact = compact;
+  atomic_store(&m->ci, ci);
+  atomic_store(&m->cur_rev, last);
+  atomic_store(&m->cmp_rev, compact);
+  idx_publish(m->index, last, compact);
+  if (has_sched == 0 && (has_done != 0 || done < sched)) {
+    rc = run_compaction(m, compact); /* it was interrupted */
+    if (rc) snprintf(err, err_len, "mvcc: finishing compaction failed");
+  }
+  return rc;
+}
+
+int mvcc_open(const char *dir, const mvcc_options *opt, mvcc **out, char *err, size_t err_len) {
+  mvcc *m = calloc(1, sizeof(*m));
+  if (!m) {
+    snprintf(err, err_len, "out of memory");
+    return -CETCD_E_NOMEM;
+  }
+  m->compact_todo = -1;
+  arena_init(&m->tmp, 4096);
+  m->wb = leveldb_writebatch_create();
+  m->index = idx_new();
+  int rc = m->index ? open_db(m, dir, opt, err, err_len) : -CETCD_E_NOMEM;
+  if (!rc) rc = load_state(m, err, err_len);
+  if (rc) {
+    mvcc_close(m);
+    return rc;
+  }
+  *out = m;
+  return 0;
+}
+
+void mvcc_close(mvcc *m) {
+  if (!m) return;
+  idx_free(m->index);
+  if (m->db) leveldb_close(m->db);
+  if (m->opt) leveldb_options_destroy(m->opt);
+  if (m->cache) leveldb_cache_destroy(m->cache);
+  if (m->filter) leveldb_filterpolicy_destroy(m->filter);
+  if (m->ropt) leveldb_readoptions_destroy(m->ropt);
+  if (m->wopt) leveldb_writeoptions_destroy(m->wopt);
+  if (m->wopt_sync) leveldb_writeoptions_destroy(m->wopt_sync);
+  if (m->wb) leveldb_writebatch_destroy(m->wb);
+  arena_free(&m->tmp);
+  free(m->pend);
+  free(m->pbuf);
+  free(m->scratch);
+  free(m);
+}
+
+void mvcc_set_event_fn(mvcc *m, mvcc_event_fn fn, void *arg) {
+  m->ev = fn;
+  m->ev_arg = arg;
+}
+
+void mvcc_set_lease_hooks(mvcc *m, const mvcc_lease_hooks *hooks) {
+  m->has_hooks = hooks != NULL;
+  if (hooks) m->hooks = *hooks;
+}
+
+uint64_t mvcc_consistent_index(const mvcc *m) { return atomic_load(&((mvcc *)m)->ci); }
+int64_t mvcc_current_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cur_rev); }
+int64_t mvcc_compact_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cmp_rev); }
+uint64_t mvcc_leveldb_writes(const mvcc *m) { return atomic_load(&((mvcc *)m)->nwrites); }
+
+uint64_t mvcc_db_size_bytes(const mvcc *m) {
+  const char *start = "";
+  const char *limit = "\xff\xff\xff\xff";
+  size_t start_len = 0, limit_len = 4;
+  uint64_t size = 0;
+  leveldb_approximate_sizes(m->db, 1, &start, &start_len, &limit, &limit_len, &size);
+  return size;
+}
+
+/* --- batches ------------------------------------------------------------- */
+
+void mvcc_batch_begin(mvcc *m) {
+  leveldb_writebatch_clear(m->wb);
+  m->npend = 0;
+  m->pbuf_len = 0;
+  m->req_sub = 0;
+  m->wrev = m->committed_rev;
+}
+
+int mvcc_batch_commit(mvcc *m, uint64_t consistent_index) {
+  put_meta(m->wb, META_CI, consistent_index);
+  int rc = db_write(m, m->wopt, m->wb);
+  leveldb_writebatch_clear(m->wb);
+  m->npend = 0;
+  m->pbuf_len = 0;
+  if (rc) return rc;
+  idx_publish(m->index, m->wrev, m->wcompact);
+  m->committed_rev = m->wrev;
+  atomic_store(&m->ci, consistent_index);
+  atomic_store(&m->cur_rev, m->wrev);
+  atomic_store(&m->cmp_rev, m->wcompact);
+  if (m->compact_todo >= 0) {
+    int64_t at = m->compact_todo;
+    m->compact_todo = -1;
+    rc = run_compaction(m, at);
+  }
+  return rc;
+}
+
+int mvcc_sync(mvcc *m) {
+  leveldb_writebatch_t *wb = leveldb_writebatch_create();
+  put_meta(wb, META_CI, atomic_load(&m->ci));
+  int rc = db_write(m, m->wopt_sync, wb);
+  leveldb_writebatch_destroy(wb);
+  return rc;
+}
+
+/* --- compaction ------------------------------------------------------------ */
+
+int mvcc_compact(mvcc *m, const Etcdserverpb__CompactionRequest *req,
+                 Etcdserverpb__CompactionResponse *resp, arena *a) {
+  (void)a;
+  /* etcd store.updateCompactRev: "<=" the compact revision is compacted. */
+  if (req->revision <= m->wcompact) return -CETCD_E_COMPACTED;
+  if (req->revision > m->wrev) return -CETCD_E_FUTURE_REV;
+  m->wcompact = req->revision;
+  m->compact_todo = req->revision;
+  put_meta(m->wb, META_SCHED, (uint64_t)req->revision);
+  if (resp->header) resp->header->revision = m->wrev;
+  return 0;
+}
+
+static void drop_record(void *arg, const idx_key *k, const idx_rev *r) {
+  (void)k;
+  uint8_t key[REV_KEY_BYTES_MAX];
+  size_t klen = rev_key_encode(key, (rev_pair){r->main, r->sub}, r->tomb);
+  leveldb_writebatch_delete(arg, (const char *)key, klen);
+}
+
+/* Runs between batches, after the compact revision was published. */
+static int run_compaction(mvcc *m, int64_t at_rev) {
+  leveldb_writebatch_t *wb = leveldb_writebatch_create();
+  idx_compact(m->index, at_rev, drop_record, wb); /* returns after a grace period */
+  put_meta(wb, META_DONE, (uint64_t)at_rev);
+  int rc = db_write(m, m->wopt, wb);
+  leveldb_writebatch_destroy(wb);
+  return rc;
+}
+
+/* --- reads ------------------------------------------------------------------ */
+
+int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__RangeResponse *resp,
+               arena *a) {
+  rcu_read_lock();
+  const idx_root *root = idx_reader_root(m->index);
+  range_view v = {root->node, root->rev, root->compact_rev, false};
+  int rc = range_run(m, &v, req, resp, a);
+  rcu_read_unlock();
+  return rc;
+}
+
+int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
+                        Etcdserverpb__RangeResponse *resp, arena *a) {
+  range_view v = {idx_writer_node(m->index), m->wrev, m->wcompact, true};
+  return range_run(m, &v, req, resp, a);
+}
