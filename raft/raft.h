@@ -18,7 +18,9 @@
  *     while (raft_has_ready(r)) {
  *         raft_ready rd;
  *         raft_ready_get(r, &rd);
- *         1. if rd.snapshot: hand it to storage (and the state machine).
+ *         1. if rd.snapshot: it goes first in the WAL batch. The state
+ *            machine may load it now, but must not make it durable (its
+ *            consistent index) before the snapshot itself is durable.
  *         2. queue rd.entries + rd.hard_state (if hard_state_changed) to the
  *            WAL thread, in this order, as ONE batch.
  *         3. send rd.msgs now (encode them: pointers die at advance).

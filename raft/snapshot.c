@@ -68,6 +68,7 @@ static void snap_resp(raft *r, const raft_msg *m, uint64_t have, bool reject)
         return;
     resp->snap = m->snap;
     resp->snap_offset = have;
+    resp->snap_total = m->snap_total;
     resp->reject = reject;
 }
 
