@@ -105,7 +105,7 @@ static ssize_t data_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, si
 int cc_call_submit(cc_call *c, const char *path) {
   cc_conn *conn = c->conn;
   if (conn->failed) {
-    cc_call_fail(c, CC_STATUS_UNAVAILABLE, "connection is closed");
+    cc_call_fail(c, conn->fail_status, conn->fail_msg);
     return 0;
   }
   nghttp2_nv nva[] = {

@@ -89,6 +89,8 @@ struct cc_conn {
   int fd;
   int connecting;  /* non-blocking connect not finished */
   int failed;      /* closed for good */
+  int fail_status; /* why: status and message given to later calls */
+  char fail_msg[128];
   int dirty;       /* on loop->dirty: has something to send */
   uint32_t events; /* epoll mask currently registered */
   nghttp2_session *h2;

@@ -102,6 +102,8 @@ static void conn_set_events(cc_conn *conn, uint32_t events) {
 void cc_conn_fail(cc_conn *conn, int status, const char *msg) {
   if (conn->failed) return;
   conn->failed = 1;
+  conn->fail_status = status;
+  snprintf(conn->fail_msg, sizeof conn->fail_msg, "%s", msg);
   for (cc_call *c = conn->calls; c; c = c->next) cc_call_fail(c, status, msg);
   if (conn->fd >= 0) {
     epoll_ctl(conn->loop->epfd, EPOLL_CTL_DEL, conn->fd, NULL);
