@@ -188,7 +188,7 @@ typedef struct sim {
     netmsg net[MAXNET];
     size_t n_net;
     bool blocked[MAXM][MAXM];
-    int p_drop, p_dup, max_delay;
+    int p_drop, p_dup, max_delay, p_crash;
     int fsync_min, fsync_max;
     bool sm_durable;
     size_t max_msg_bytes;
@@ -807,11 +807,17 @@ static void chaos(sim *s)
         if (m)
             do_read(s, m);
     }
-    if (s->n_init > 1 && chance(g, 2)) {
+    if (s->n_init > 1 && chance(g, s->p_crash)) {
+        /* sometimes together with the leader: the worst moment for data
+         * that was acknowledged but not durable */
         member *m = random_up(s);
         if (m) {
             member_crash(s, m);
             m->down_until = s->now + 20 + rndn(g, 400);
+        }
+        if (l && l->up && chance(g, 300)) {
+            member_crash(s, l);
+            l->down_until = s->now + 20 + rndn(g, 400);
         }
     }
     if (chance(g, 3)) {
@@ -900,7 +906,8 @@ static int run_seed(uint64_t seed, int chaos_steps, int calm_ticks)
     s->p_dup = (int)rndn(&s->g, 50);
     s->max_delay = 1 + (int)rndn(&s->g, 30);
     s->fsync_min = 1 + (int)rndn(&s->g, 3);
-    s->fsync_max = s->fsync_min + (int)rndn(&s->g, 15);
+    s->fsync_max = s->fsync_min + (int)rndn(&s->g, chance(&s->g, 300) ? 60 : 15);
+    s->p_crash = 1 + (int)rndn(&s->g, 6);
     s->sm_durable = chance(&s->g, 500);
     s->max_msg_bytes = 256 + rndn(&s->g, 4096);
     for (int i = 1; i < MAXM; i++) {
