@@ -10,6 +10,9 @@
 # is the same for both: etcd fsyncs its WAL before acknowledging by default,
 # and cetcd does the same with the same flags.
 #
+# Exit status: 0 when both were measured, 3 when only etcd could be (cetcd
+# missing or not serving), 1 on any other failure.
+#
 # Environment (defaults in brackets):
 #   BUILD [build]  ETCD [etcd]  ROUNDS [2]  TOTAL [100000]  CLIENTS [1000]
 #   CONNS [100]  KEY_SIZE [8]  VAL_SIZE [256]  THREADS [1]
@@ -79,7 +82,9 @@ start_server() {
   SERVER_LOG="$dir/server.log"
   for _ in $(seq 1 100); do
     if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-      echo "bench.sh: $name exited during start; last lines of its log:" >&2
+      local rc=0
+      wait "$SERVER_PID" || rc=$?
+      echo "bench.sh: $name ($bin) exited during start with status $rc; last lines of its log:" >&2
       tail -n 20 "$SERVER_LOG" >&2
       SERVER_PID=
       return 1
@@ -167,3 +172,7 @@ read -r e_rps e_p99 e_hwm e_err e_k <<<"$(summary etcd)"
   fi
 } | tee "$BENCH_OUT"
 echo "report: $BENCH_OUT; raw results: $BUILD/bench-results.jsonl"
+if [ $have_cetcd = 0 ]; then
+  echo "bench.sh: comparison incomplete: cetcd was not measured." >&2
+  exit 3
+fi

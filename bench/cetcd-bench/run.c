@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench/cetcd-bench/bench.h"
 #include "cli/client/client.h"
@@ -46,6 +47,8 @@ typedef struct bench_shared {
   const bench_cfg *cfg;
   bench_result *res;
   atomic_long next_ticket;
+  atomic_long completed; /* for the progress bar */
+  int progress;          /* draw it: stderr is a terminal */
   double t0;
   uint8_t *value; /* val_size bytes, the same for every put */
 } bench_shared;
@@ -62,6 +65,7 @@ struct bench_thread {
   bench_errs errs;
   long ok, failed;
   double last_done;
+  int index;
   pthread_t tid;
 };
 
@@ -118,6 +122,7 @@ static void client_done(bench_client *c, int status, const char *message) {
   bench_thread *t = c->t;
   double end = now_s();
   t->last_done = end;
+  if (t->sh->progress) atomic_fetch_add_explicit(&t->sh->completed, 1, memory_order_relaxed);
   if (status == CC_STATUS_OK) {
     t->sh->res->lat[c->ticket] = end - c->start;
     t->ok++;
@@ -198,13 +203,29 @@ static int thread_release_due(bench_thread *t) {
   return -1;
 }
 
+/* A progress bar on stderr, like etcd's tool shows, when it is a terminal. */
+static void progress_draw(bench_shared *sh, int final) {
+  long done = atomic_load_explicit(&sh->completed, memory_order_relaxed);
+  long total = sh->cfg->total;
+  int width = 50, fill = (int)(done * width / total);
+  fprintf(stderr, "\r %ld / %ld [", done, total);
+  for (int i = 0; i < width; i++) fputc(i < fill ? '=' : (i == fill ? '>' : ' '), stderr);
+  fprintf(stderr, "] %3ld%%%s", done * 100 / total, final ? "\n" : "");
+}
+
 static void *thread_main(void *arg) {
   bench_thread *t = arg;
+  int drawer = t->sh->progress && t->index == 0;
+  double next_draw = 0;
   t->active = t->n_clients;
   for (int i = 0; i < t->n_clients; i++) client_take(&t->clients[i]);
   while (t->active > 0) {
     int wait = thread_release_due(t);
     if (wait < 0 || wait > 100) wait = 100;
+    if (drawer && now_s() >= next_draw) {
+      progress_draw(t->sh, 0);
+      next_draw = now_s() + 0.2;
+    }
     if (cc_loop_run_once(t->loop, wait) < 0) {
       perror("cetcd-bench: epoll_wait");
       break;
@@ -246,6 +267,7 @@ static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cf
   for (int i = 0; i < cfg->threads; i++) {
     bench_thread *t = &ts[i];
     t->sh = sh;
+    t->index = i;
     t->loop = cc_loop_new();
     t->n_conns = (cfg->conns - i + cfg->threads - 1) / cfg->threads;
     t->conns = calloc((size_t)t->n_conns, sizeof *t->conns);
@@ -314,6 +336,7 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
    * keeps `etcdctl get` output readable. */
   uint64_t seed = (uint64_t)time(NULL) | 1;
   for (int i = 0; i < cfg->val_size; i++) sh.value[i] = (uint8_t)('a' + rng_next(&seed) % 26);
+  sh.progress = isatty(STDERR_FILENO);
   if (threads_setup(ts, &sh, cfg) != 0) goto out;
 
   struct rusage ru0, ru1;
@@ -330,6 +353,7 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
       }
     for (int i = 0; i < cfg->threads; i++) pthread_join(ts[i].tid, NULL);
   }
+  if (sh.progress) progress_draw(&sh, 1);
   getrusage(RUSAGE_SELF, &ru1);
   res->cpu_user_s = rusage_s(&ru1.ru_utime) - rusage_s(&ru0.ru_utime);
   res->cpu_sys_s = rusage_s(&ru1.ru_stime) - rusage_s(&ru0.ru_stime);

@@ -23,8 +23,8 @@
  * here, outside nghttp2's own callbacks, so they may start new calls
  * freely); then, for every connection with something to send, gather all
  * pending frames into the connection's output buffer and write it with one
- * write(2). Requests submitted in a callback therefore leave in the same
- * turn, batched.
+ * send(2) (MSG_NOSIGNAL: a vanished server never raises SIGPIPE). Requests
+ * submitted in a callback therefore leave in the same turn, batched.
  *
  * Calls are pooled per loop: a finished call's struct and its send/receive
  * buffers are kept for the next call, so a steady stream of requests does no

@@ -80,7 +80,7 @@ struct cc_call {
 
 /* ---- connections and the loop --------------------------------------------- */
 
-#define CC_WBUF_MAX (256u << 10) /* bytes gathered for one write(2) */
+#define CC_WBUF_MAX (256u << 10) /* bytes gathered for one send(2) */
 #define CC_RBUF_BYTES (256u << 10)
 #define CC_READS_PER_TURN 4      /* fairness between connections */
 

@@ -7,7 +7,7 @@
  * others) and feed nghttp2; deliver completions and stream messages (call.c)
  * so that callbacks may submit new calls; then flush every dirty connection:
  * gather nghttp2's pending frames (up to CC_WBUF_MAX) into the connection's
- * buffer and write(2) once. A partial write leaves the rest in the buffer
+ * buffer and send(2) once. A partial write leaves the rest in the buffer
  * and arms EPOLLOUT; a connection that still has frames to send after its
  * write stays dirty and the next turn polls instead of sleeping.
  *
@@ -352,11 +352,13 @@ static int conn_flush(cc_conn *conn) {
     }
   }
   if (w->len == 0) return 0;
-  ssize_t n = write(conn->fd, w->p, w->len);
+  /* send(MSG_NOSIGNAL): a peer that went away must give EPIPE, not kill
+   * the process with SIGPIPE. */
+  ssize_t n = send(conn->fd, w->p, w->len, MSG_NOSIGNAL);
   if (n < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
       char msg[128];
-      snprintf(msg, sizeof msg, "write: %s", strerror(errno));
+      snprintf(msg, sizeof msg, "connection error: %s", strerror(errno));
       cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
       return 0;
     }
