@@ -18,10 +18,12 @@
  *   with one write(). Closing is deferred to that flush too, so a connection
  *   never disappears under a callback that is still using it.
  *
- *   Backpressure: while a connection's unsent output (written buffer plus
- *   bytes queued on its streams) exceeds max_conn_out_bytes, or while an
- *   HTTP/1.1 request waits for its reply, EPOLLIN is off for it: the client
- *   is not read until it reads.
+ *   Backpressure: while a connection's serialized output that the socket
+ *   has not taken reaches max_conn_out_bytes, or while an HTTP/1.1 request
+ *   waits for its reply, EPOLLIN is off for it: the client is not read until
+ *   it reads. Bytes queued on streams behind HTTP/2 flow control do not
+ *   count (reading must go on for the client's WINDOW_UPDATEs to arrive);
+ *   the app watches those with net_stream_pending_bytes().
  *
  *   The loop sleeps in epoll_wait only after announcing it to its mailbox
  *   (mailbox_prepare_sleep), so a post never goes unnoticed and a busy loop
@@ -152,8 +154,10 @@ static int listen_one(const char *addr, uint16_t *port, char *err, size_t err_le
 
 static void conn_set_events(net_conn *c) {
   net_server *s = c->loop->srv;
-  size_t backlog = net_buf_pending(&c->wbuf) + c->stream_out_bytes;
-  bool pause = c->h1_busy || c->close_after_write || backlog > s->cfg.max_conn_out_bytes;
+  /* Only output the socket refused counts: bytes queued on streams wait for
+   * the client's WINDOW_UPDATEs, which arrive only if we keep reading. */
+  bool pause = c->h1_busy || c->close_after_write ||
+               net_buf_pending(&c->wbuf) >= s->cfg.max_conn_out_bytes;
   bool out = net_buf_pending(&c->wbuf) > 0;
   if (pause == c->reading_paused && out == c->want_out) return;
   struct epoll_event ev = {.events = (pause ? 0u : (uint32_t)EPOLLIN) | (out ? (uint32_t)EPOLLOUT : 0u),

@@ -30,8 +30,10 @@
  *   max_conns (split evenly across loops), max_concurrent_streams per
  *   connection (sent in SETTINGS and enforced by nghttp2), max_recv_msg_bytes
  *   per gRPC message, a cap on buffered output per connection (a connection
- *   with too much unsent output is not read until it drains), HTTP/1.1 header
- *   and body caps, HTTP/2 header list size.
+ *   whose socket does not take its output is not read until it drains),
+ *   HTTP/1.1 header and body caps, HTTP/2 header list size. Output queued on
+ *   a stream behind HTTP/2 flow control is the app's to bound: see
+ *   net_stream_pending_bytes().
  *
  * TLS: a later seam (net_config.tls); cleartext (h2c, prior knowledge) now.
  */
@@ -136,7 +138,8 @@ typedef struct net_config {
                                     * etcd: max-request-bytes + 512 KiB */
   uint32_t max_concurrent_streams; /* per connection; 0 = 1000 */
   size_t max_conns;                /* whole server; 0 = 10000 */
-  size_t max_conn_out_bytes;       /* unsent output per conn before reads pause; 0 = 16 MiB */
+  size_t max_conn_out_bytes;       /* serialized output the socket has not taken, per conn,
+                                    * at which reading pauses; 0 = 16 MiB */
   size_t max_http1_body_bytes;     /* 0 = max_recv_msg_bytes */
   uint32_t mailbox_slots;          /* per-loop net_post capacity; 0 = 65536 */
   const net_method *methods;
@@ -154,9 +157,13 @@ typedef struct net_config {
  * a message into err. `cfg` arrays and strings must outlive the server. */
 int net_server_start(const net_config *cfg, const net_handlers *h,
                      net_server **out, char *err, size_t err_len);
-/* Stops and joins the loops (on_loop_stop runs on each), closes every
- * connection, frees messages still queued in mailboxes with free(). Not from
- * a loop thread. NULL is a no-op. */
+/* Stops and joins the loops, closes every connection (live calls get
+ * on_call_cancel / on_stream_end(NET_END_GONE)), hands messages still in a
+ * loop's mailbox to on_post (replies to dead calls are dropped; without
+ * on_post they are free()d), then runs on_loop_stop on each loop thread.
+ * Posts that race with the stop are given to on_post from the stopping
+ * thread. Not from a loop thread; no net_post after it returns. NULL is a
+ * no-op. */
 void net_server_stop(net_server *s);
 
 /* --- any thread ----------------------------------------------------------- */

@@ -859,6 +859,122 @@ static void test_max_streams_setting(void) {
   cli_close(&c);
 }
 
+
+/* A second, bare server: no methods, no handlers, tight limits. */
+static net_server *bare_start(size_t max_conns, uint16_t *port) {
+  static const char *const listen[] = {"127.0.0.1:0"};
+  net_config cfg = {.listen = listen, .n_listen = 1, .loops = 1, .max_conns = max_conns};
+  net_handlers h = {0};
+  char err[256];
+  net_server *s = NULL;
+  if (net_server_start(&cfg, &h, &s, err, sizeof(err)) != 0) return NULL;
+  *port = net_server_port(s, 0);
+  return s;
+}
+
+/* Reads until EOF or ~1 s; returns bytes read, *eof set on EOF. */
+static size_t read_all(int fd, char *buf, size_t cap, int *eof) {
+  size_t got = 0;
+  *eof = 0;
+  for (int i = 0; i < 100; i++) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10) <= 0) {
+      if (got) break;
+      continue;
+    }
+    ssize_t r = read(fd, buf + got, cap - 1 - got);
+    if (r <= 0) {
+      *eof = 1;
+      break;
+    }
+    got += (size_t)r;
+  }
+  buf[got] = 0;
+  return got;
+}
+
+static void test_conn_limit(void) {
+  uint16_t port = 0;
+  net_server *s = bare_start(2, &port);
+  CU_ASSERT_FATAL(s != NULL);
+  int fds[3];
+  char buf[1024];
+  int eof;
+  for (int i = 0; i < 2; i++) {
+    fds[i] = connect_port(port);
+    const char *req = "GET /x HTTP/1.1\r\n\r\n";
+    CU_ASSERT_EQUAL(write(fds[i], req, strlen(req)), (ssize_t)strlen(req));
+    read_all(fds[i], buf, sizeof(buf), &eof);
+    CU_ASSERT_TRUE(strncmp(buf, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+    CU_ASSERT_FALSE(eof);
+  }
+  /* the third is over the limit: accepted and closed at once */
+  fds[2] = connect_port(port);
+  CU_ASSERT_EQUAL(read_all(fds[2], buf, sizeof(buf), &eof), 0);
+  CU_ASSERT_TRUE(eof);
+  close(fds[2]);
+  /* a slot freed is a slot reused */
+  close(fds[0]);
+  usleep(50000);
+  fds[0] = connect_port(port);
+  const char *req = "GET /y HTTP/1.1\r\nConnection: close\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fds[0], req, strlen(req)), (ssize_t)strlen(req));
+  read_all(fds[0], buf, sizeof(buf), &eof);
+  CU_ASSERT_TRUE(strncmp(buf, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(buf, "Connection: close\r\n"));
+  CU_ASSERT_TRUE(eof);
+  close(fds[0]);
+  close(fds[1]);
+  net_server_stop(s);
+}
+
+static void test_header_limit(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  char *big = malloc(70000);
+  memset(big, 'v', 69999);
+  big[69999] = 0;
+  uint8_t req[64];
+  size_t n = msg(req, "h");
+  tcall *k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, "x-big", big);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_NOT_EQUAL(k->rst_code, 0);
+  CU_ASSERT_EQUAL(k->grpc_status, -1);
+  /* the connection survives a stream error */
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  free(big);
+  cli_close(&c);
+}
+
+static void test_not_grpc(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[64];
+  size_t n = msg(req, "h");
+  /* content-type is sent twice: nghttp2 keeps both; ours names json first */
+  int32_t id;
+  {
+    nghttp2_nv nva[5] = {
+        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+        {(uint8_t *)":path", (uint8_t *)"/etcdserverpb.KV/Range", 5, 22, 0},
+        {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+        {(uint8_t *)"content-type", (uint8_t *)"application/json", 12, 16, 0}};
+    id = nghttp2_submit_request(c.h2, NULL, nva, 5, NULL, NULL);
+    tcall *k = &c.calls[c.n_calls++];
+    memset(k, 0, sizeof(*k));
+    k->id = id;
+    k->grpc_status = -1;
+  }
+  tcall *k = cli_wait(&c, id);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->rst_code, NGHTTP2_PROTOCOL_ERROR);
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  cli_close(&c);
+}
+
 static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
 static int suite_clean(void) {
   toy_stop();
@@ -879,7 +995,98 @@ static int serve_main(void) {
   return 0;
 }
 
+
+/* ===== --bench mode: unary throughput over one connection =============== */
+
+typedef struct bcli {
+  nghttp2_session *h2;
+  long done, bytes;
+} bcli;
+
+static int b_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
+  (void)s, (void)id, (void)code;
+  ((bcli *)ud)->done++;
+  return 0;
+}
+
+static int b_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len,
+                     void *ud) {
+  (void)s, (void)flags, (void)id, (void)d;
+  ((bcli *)ud)->bytes += (long)len;
+  return 0;
+}
+
+static ssize_t b_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                      nghttp2_data_source *src, void *ud) {
+  (void)s, (void)id, (void)ud, (void)src;
+  size_t n = msg(buf, "bench-key");
+  (void)length;
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+static int bench_main(long total, int inflight, const char *path) {
+  uint16_t port;
+  if (toy_start(1, 4096, 2000, &port) != 0) return 1;
+  bcli b = {0};
+  int fd = connect_port(port);
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, b_on_close);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, b_on_data);
+  nghttp2_session_client_new(&b.h2, cb, &b);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24}};
+  nghttp2_submit_settings(b.h2, NGHTTP2_FLAG_NONE, iv, 1);
+  nghttp2_session_set_local_window_size(b.h2, NGHTTP2_FLAG_NONE, 0, 1 << 28);
+  nghttp2_nv nva[6] = {
+      {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+      {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+      {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+      {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+      {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+      {(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0}};
+  long started = 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  static uint8_t out[1 << 20], in[1 << 20];
+  while (b.done < total) {
+    while (started < total && started - b.done < inflight) {
+      nghttp2_data_provider prd = {.read_callback = b_read};
+      nghttp2_submit_request(b.h2, NULL, nva, 6, &prd, NULL);
+      started++;
+    }
+    size_t o = 0;
+    const uint8_t *p;
+    ssize_t n;
+    while (o < sizeof(out) - 65536 && (n = nghttp2_session_mem_send(b.h2, &p)) > 0) {
+      memcpy(out + o, p, (size_t)n);
+      o += (size_t)n;
+    }
+    for (size_t w = 0; w < o;) {
+      ssize_t r = write(fd, out + w, o - w);
+      if (r <= 0) return 1;
+      w += (size_t)r;
+    }
+    ssize_t r = read(fd, in, sizeof(in));
+    if (r <= 0) return 1;
+    if (nghttp2_session_mem_recv(b.h2, in, (size_t)r) < 0) return 1;
+  }
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+  printf("%ld calls %s in %.3f s: %.0f calls/s (%ld response bytes)\n", total, path, secs,
+         (double)total / secs, b.bytes);
+  nghttp2_session_del(b.h2);
+  close(fd);
+  toy_stop();
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  if (argc > 2 && strcmp(argv[1], "--bench") == 0) {
+    return bench_main(atol(argv[2]), argc > 3 ? atoi(argv[3]) : 256,
+                      argc > 4 ? argv[4] : "/etcdserverpb.KV/Range");
+  }
   if (argc > 1 && strcmp(argv[1], "--serve") == 0) return serve_main();
   if (CU_initialize_registry() != CUE_SUCCESS) return 1;
   g_cunit = 1;
@@ -901,6 +1108,9 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "http1", test_http1);
   CU_add_test(srv, "two loops", test_two_loops);
   CU_add_test(srv, "settings", test_max_streams_setting);
+  CU_add_test(srv, "connection limit", test_conn_limit);
+  CU_add_test(srv, "header size limit", test_header_limit);
+  CU_add_test(srv, "non-gRPC content-type", test_not_grpc);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
