@@ -7,11 +7,15 @@
  * one thread and nothing on the hot path is shared but two atomic counters.
  *
  * Every request takes a ticket (0 .. total-1) from a shared counter. The
- * ticket decides the key (--sequential-keys), the slot in the latency array
- * (each slot is written by exactly one thread, so no lock), and, with
- * --rate, the earliest start time: ticket k may not start before
- * t0 + k / rate. A client whose ticket is not due yet waits in its thread's
- * FIFO (tickets are taken in increasing order, so the FIFO is sorted).
+ * ticket decides the key (--sequential-keys) and the slot in the latency
+ * array (each slot is written by exactly one thread, so no lock).
+ *
+ * --rate is a token bucket of depth one, as the golang.org/x/time/rate
+ * limiter etcd's tool uses: each request takes the next start slot,
+ * max(next_slot, now), and moves next_slot on by 1/rate, so a server that
+ * fell behind is not hit by a catch-up burst. A client whose slot has not
+ * come waits in its thread's FIFO (slots are taken in increasing order, so
+ * the FIFO is sorted).
  *
  * Connections are established before the clock starts, as etcd's benchmark
  * tool dials its clients first.
@@ -38,6 +42,7 @@ typedef struct bench_client {
   cc_conn *conn;
   long ticket;
   double start;
+  double due; /* --rate: start slot */
   uint64_t rng;
   struct bench_client *wait_next;
   uint8_t *key; /* key_size bytes (put) */
@@ -48,6 +53,7 @@ typedef struct bench_shared {
   bench_result *res;
   atomic_long next_ticket;
   atomic_long completed; /* for the progress bar */
+  _Atomic int64_t next_slot_ns; /* --rate: the next free start slot */
   int progress;          /* draw it: stderr is a terminal */
   double t0;
   uint8_t *value; /* val_size bytes, the same for every put */
@@ -118,6 +124,19 @@ static void put_varint(uint8_t *dst, size_t cap, int64_t x) {
 
 static void client_take(bench_client *c);
 
+/* Takes the next start slot (seconds on the now_s() clock). */
+static double rate_take_slot(bench_shared *sh) {
+  int64_t now = (int64_t)(now_s() * 1e9);
+  int64_t step = (int64_t)(1e9 / sh->cfg->rate);
+  int64_t cur = atomic_load_explicit(&sh->next_slot_ns, memory_order_relaxed);
+  int64_t slot;
+  do {
+    slot = cur > now ? cur : now;
+  } while (!atomic_compare_exchange_weak_explicit(&sh->next_slot_ns, &cur, slot + step,
+                                                  memory_order_relaxed, memory_order_relaxed));
+  return (double)slot * 1e-9;
+}
+
 static void client_done(bench_client *c, int status, const char *message) {
   bench_thread *t = c->t;
   double end = now_s();
@@ -177,7 +196,7 @@ static void client_take(bench_client *c) {
     return;
   }
   c->ticket = k;
-  if (sh->cfg->rate > 0 && sh->t0 + (double)k / sh->cfg->rate > now_s()) {
+  if (sh->cfg->rate > 0 && (c->due = rate_take_slot(sh)) > now_s()) {
     c->wait_next = NULL;
     if (t->wait_tail) t->wait_tail->wait_next = c;
     else t->wait_head = c;
@@ -190,12 +209,10 @@ static void client_take(bench_client *c) {
 /* Starts the waiting clients whose slot has come; returns the ms to wait
  * for the next one (-1: none waiting). */
 static int thread_release_due(bench_thread *t) {
-  bench_shared *sh = t->sh;
   double now = now_s();
   while (t->wait_head) {
     bench_client *c = t->wait_head;
-    double due = sh->t0 + (double)c->ticket / sh->cfg->rate;
-    if (due > now) return (int)((due - now) * 1000.0) + 1;
+    if (c->due > now) return (int)((c->due - now) * 1000.0) + 1;
     t->wait_head = c->wait_next;
     if (!t->wait_head) t->wait_tail = NULL;
     client_send(c);
