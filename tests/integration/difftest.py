@@ -464,21 +464,59 @@ def mask(data, server, ids=None):
     with cluster_id/member_id ints) in decimal, hex and protobuf varint form."""
     for port, tag in ((server.client_port, b"CLIENT_PORT"),
                       (server.peer_port, b"PEER_PORT")):
-        data = re.sub(rb"(?<![0-9])%d(?![0-9])" % port, b"<" + tag + b">", data)
+        data = re.sub(rb"(127\.0\.0\.1|localhost):%d(?![0-9])" % port,
+                      rb"\1:<" + tag + b">", data)
     for rx, rep in _VOLATILE:
         data = rx.sub(rep, data)
     if ids:
+        data = _pb_mask_header(data, ids)
         for field, (tag, pbtag) in (("cluster_id", (b"CLUSTER_ID", 0x08)),
                                     ("member_id", (b"MEMBER_ID", 0x10))):
             v = ids.get(field)
             if not v:
                 continue
-            # protobuf: ResponseHeader fields 1 and 2 (varint)
-            data = data.replace(bytes([pbtag]) + _varint(v),
-                                bytes([pbtag]) + b"<" + tag + b">")
             data = re.sub(rb"(?<![0-9])%d(?![0-9])" % v, b"<" + tag + b">", data)
             data = re.sub(rb"(?<![0-9a-f])%x(?![0-9a-f])" % v, b"<" + tag + b">", data)
     return _sort_grpclog_runs(data)
+
+
+def _read_varint(b, i):
+    v = shift = 0
+    while True:
+        c = b[i]
+        i += 1
+        v |= (c & 0x7F) << shift
+        shift += 7
+        if not c & 0x80:
+            return v, i
+
+
+def _pb_mask_header(data, ids):
+    """-w protobuf output starts with field 1, the ResponseHeader, whose
+    fields 1 and 2 are cluster_id and member_id.  Rewrite those two to 1 (and
+    re-frame the header, whose length depends on the ids' varint sizes).
+    Anything that does not parse that way is left alone."""
+    if not data.startswith(b"\x0a"):
+        return data
+    try:
+        n, p = _read_varint(data, 1)
+        hdr, rest = data[p:p + n], data[p + n:]
+        if len(hdr) != n:
+            return data
+        out, q = bytearray(), 0
+        while q < len(hdr):
+            tag, q2 = _read_varint(hdr, q)
+            if tag & 7 != 0:
+                return data
+            v, q3 = _read_varint(hdr, q2)
+            if tag >> 3 == 1 and v == ids.get("cluster_id") or \
+                    tag >> 3 == 2 and v == ids.get("member_id"):
+                v = 1
+            out += _varint(tag) + _varint(v)
+            q = q3
+        return b"\x0a" + _varint(len(out)) + bytes(out) + rest
+    except IndexError:
+        return data
 
 
 _GRPCLOG = re.compile(rb"^(INFO|WARNING|ERROR): <TIME> ")
@@ -526,6 +564,21 @@ def _show(b):
             for o in range(0, len(b), 16)] or [""]
 
 
+def _clip(line, n=400):
+    if len(line) <= n:
+        return line
+    return line[:n] + "...(%d more chars)\n" % (len(line) - n)
+
+
+def _first_difference(x, y):
+    i = 0
+    while i < min(len(x), len(y)) and x[i] == y[i]:
+        i += 1
+    lo = max(0, i - 60)
+    return ("    first difference at byte %d:\n      etcd : %r\n      cetcd: %r\n"
+            % (i, x[lo:i + 60], y[lo:i + 60]))
+
+
 def diff_result(a, b, label_a, label_b):
     """Unified diff of two (rc, out, err) triples; '' when identical."""
     if a == b:
@@ -537,7 +590,10 @@ def diff_result(a, b, label_a, label_b):
         if x != y:
             out.append("  --- %s differs:\n" % name)
             for l in difflib.unified_diff(x, y, label_a, label_b, lineterm="\n"):
-                out.append("    " + (l if l.endswith("\n") else l + "\n"))
+                out.append("    " + _clip(l if l.endswith("\n") else l + "\n"))
+            if name != "exit code":
+                k = 1 if name == "stdout" else 2
+                out.append(_first_difference(a[k], b[k]))
     return "".join(out)
 
 
