@@ -113,9 +113,20 @@ static int split_host_port(const char *addr, char *host, size_t host_len, char *
   return 0;
 }
 
-/* Binds one listening socket; *port is the wanted port (0 = any) and
- * receives the bound one so every loop shares it. */
-static int listen_one(const char *addr, uint16_t *port, char *err, size_t err_len) {
+/* Go's wording ("listen tcp 127.0.0.1:2379: bind: address already in use"),
+ * which etcd prints when it cannot listen. */
+static void listen_error(char *err, size_t err_len, const char *addr, const char *op, int e) {
+  char msg[128];
+  snprintf(msg, sizeof(msg), "%s", strerror(e));
+  if (msg[0] >= 'A' && msg[0] <= 'Z') msg[0] = (char)(msg[0] - 'A' + 'a');
+  snprintf(err, err_len, "listen tcp %s: %s: %s", addr, op, msg);
+}
+
+/* Binds one socket; *port is the wanted port (0 = any) and receives the
+ * bound one so every loop shares it. The probe (reuseport false, no listen)
+ * runs first: with SO_REUSEPORT alone, a port another process holds the
+ * same way would be shared silently instead of failing as etcd's does. */
+static int listen_one(const char *addr, uint16_t *port, bool reuseport, char *err, size_t err_len) {
   char host[256], ports[16];
   if (split_host_port(addr, host, sizeof(host), ports, sizeof(ports)) != 0) {
     snprintf(err, err_len, "net: bad listen address %s", addr);
@@ -127,15 +138,20 @@ static int listen_one(const char *addr, uint16_t *port, char *err, size_t err_le
   struct addrinfo *res = NULL;
   int rc = getaddrinfo(host[0] ? host : NULL, ports, &hints, &res);
   if (rc != 0) {
-    snprintf(err, err_len, "net: listen %s: %s", addr, gai_strerror(rc));
+    snprintf(err, err_len, "listen tcp %s: %s", addr, gai_strerror(rc));
     return -1;
   }
   int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
-  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-      bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-    snprintf(err, err_len, "net: listen %s: %s", addr, strerror(errno));
+  const char *op = "socket";
+  if (fd >= 0) {
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    op = "bind";
+  }
+  if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+      (reuseport && (op = "listen", listen(fd, 1024) != 0))) {
+    listen_error(err, err_len, addr, op, errno);
     if (fd >= 0) close(fd);
     freeaddrinfo(res);
     return -1;
@@ -536,7 +552,7 @@ static int loop_init(net_server *s, net_loop *loop, uint32_t index, char *err, s
   struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_MAILBOX, 0)};
   epoll_ctl(loop->epfd, EPOLL_CTL_ADD, mailbox_fd(&loop->mb), &ev);
   for (size_t i = 0; i < s->cfg.n_listen; i++) {
-    loop->lfds[i] = listen_one(s->cfg.listen[i], &s->ports[i], err, err_len);
+    loop->lfds[i] = listen_one(s->cfg.listen[i], &s->ports[i], true, err, err_len);
     if (loop->lfds[i] < 0) return -1;
     struct epoll_event lev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_LISTEN, i)};
     epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfds[i], &lev);
@@ -614,6 +630,14 @@ int net_server_start(const net_config *cfg, const net_handlers *h, net_server **
     return -1;
   }
   for (uint32_t i = 0; i < s->n_loops; i++) s->loops[i].epfd = -1;
+  for (size_t i = 0; i < s->cfg.n_listen; i++) {
+    int probe = listen_one(s->cfg.listen[i], &s->ports[i], false, err, err_len);
+    if (probe < 0) {
+      server_free(s);
+      return -1;
+    }
+    close(probe);
+  }
   for (uint32_t i = 0; i < s->n_loops; i++) {
     if (loop_init(s, &s->loops[i], i, err, err_len) != 0) {
       server_free(s);

@@ -984,6 +984,22 @@ static void test_not_grpc(void) {
   cli_close(&c);
 }
 
+
+static void test_port_in_use(void) {
+  char addr[64];
+  snprintf(addr, sizeof(addr), "127.0.0.1:%u", (unsigned)PORT);
+  const char *const listen[] = {addr};
+  net_config cfg = {.listen = listen, .n_listen = 1, .loops = 2};
+  net_handlers h = {0};
+  char err[256] = "";
+  net_server *s = NULL;
+  CU_ASSERT_EQUAL(net_server_start(&cfg, &h, &s, err, sizeof(err)), -1);
+  CU_ASSERT_PTR_NULL(s);
+  char want[128];
+  snprintf(want, sizeof(want), "listen tcp %s: bind: address already in use", addr);
+  CU_ASSERT_STRING_EQUAL(err, want);
+}
+
 static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
 static int suite_clean(void) {
   toy_stop();
@@ -1118,6 +1134,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "two loops", test_two_loops);
   CU_add_test(srv, "settings", test_max_streams_setting);
   CU_add_test(srv, "connection limit", test_conn_limit);
+  CU_add_test(srv, "port in use", test_port_in_use);
   CU_add_test(srv, "header size limit", test_header_limit);
   CU_add_test(srv, "non-gRPC content-type", test_not_grpc);
   CU_basic_set_mode(CU_BRM_VERBOSE);
