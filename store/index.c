@@ -144,6 +144,7 @@ static void free_tree(idx_node *n, bool keys) {
       continue;
     }
     if (!keys) continue;
+    free(n->key[i]->val);
     idx_rev *r = n->key[i]->head;
     while (r) {
       idx_rev *next = r->next;
@@ -295,11 +296,12 @@ static void tree_insert(idx *t, idx_key *k) {
   t->wroot = n;
 }
 
-int idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change) {
+idx_key *idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change) {
   idx_key *k = idx_find(t->wroot, key, len);
   if (!k) {
     k = xmalloc(sizeof(*k) + len);
     k->head = NULL;
+    k->val = NULL;
     k->len = (uint32_t)len;
     if (len) memcpy(k->key, key, len);
     tree_insert(t, k);
@@ -309,7 +311,19 @@ int idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change) {
   *r = *change;
   r->next = k->head;
   rcu_assign_pointer(k->head, r);
-  return 0;
+  return k;
+}
+
+void idx_set_val(idx *t, idx_key *k, idx_val *v) {
+  idx_val *old = k->val;
+  rcu_assign_pointer(k->val, v);
+  if (old) retire(t, old);
+}
+
+void idx_set_val_unshared(idx *t, idx_key *k, idx_val *v) {
+  (void)t;
+  free(k->val);
+  k->val = v;
 }
 
 static void free_retired(struct rcu_head *h) {
@@ -444,6 +458,7 @@ int idx_compact(idx *t, int64_t at_rev, idx_drop_fn drop, void *arg) {
   for (size_t i = 0; i < c.gone.n; i++) {
     idx_key *k = c.gone.p[i];
     for (idx_rev *q = k->head, *next; q; q = next) next = q->next, free(q);
+    free(k->val);
     free(k);
   }
   free(c.keep.p);

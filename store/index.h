@@ -52,8 +52,19 @@ typedef struct idx_rev {
   uint32_t tomb;        /* 1 = this change deleted the key */
 } idx_rev;
 
+/* A copy of one change's value, cached on its key so that a read of the
+ * newest revision needs no LevelDB read. Immutable; replaced, never edited. */
+typedef struct idx_val {
+  int64_t main; /* the change it belongs to */
+  uint32_t sub;
+  uint32_t len;
+  uint8_t data[];
+} idx_val;
+
 typedef struct idx_key {
   idx_rev *head; /* newest change; RCU-protected */
+  idx_val *val;  /* cached value of some change (normally the newest put) or
+                    NULL; RCU-protected. Check main/sub before using it. */
   uint32_t len;
   uint8_t key[];
 } idx_key;
@@ -92,8 +103,15 @@ void idx_range(const idx_node *root, const uint8_t *key, size_t key_len, const u
 /* The writer's working tree (includes unpublished changes). */
 const idx_node *idx_writer_node(const idx *t);
 /* Prepends a change to `key` (inserting the key if it is new). The new
- * change's `next` is set here. Returns 0 or -1 on out of memory. */
-int idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change);
+ * change's `next` is set here. Returns the key. */
+idx_key *idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change);
+/* Replaces k's cached value with v (malloc'd, owned by the index from now
+ * on; NULL = no cache). The old one is freed after the next publish and a
+ * grace period. */
+void idx_set_val(idx *t, idx_key *k, idx_val *v);
+/* The same, freeing the old value at once: only while no reader can reach
+ * the index (rebuilding it in mvcc_open). */
+void idx_set_val_unshared(idx *t, idx_key *k, idx_val *v);
 /* Makes every change so far visible to readers, with these revisions. */
 int idx_publish(idx *t, int64_t rev, int64_t compact_rev);
 /* Number of keys in the working tree. */

@@ -138,8 +138,40 @@ static const mvcc_pend *pend_find(const mvcc *m, int64_t main, int64_t sub) {
   return NULL;
 }
 
+idx_val *val_new(int64_t main, int64_t sub, const uint8_t *data, size_t len) {
+  if (len > MVCC_CACHE_VALUE_MAX) return NULL;
+  idx_val *v = malloc(sizeof(*v) + len);
+  if (!v) return NULL; /* the cache is optional */
+  v->main = main;
+  v->sub = (uint32_t)sub;
+  v->len = (uint32_t)len;
+  if (len) memcpy(v->data, data, len);
+  return v;
+}
+
+/* The KeyValue of change r from the index alone, if k's cached value is r's. */
+static int kv_from_cache(const idx_key *k, const idx_rev *r, arena *a, Mvccpb__KeyValue **out) {
+  const idx_val *v = rcu_dereference(k->val);
+  if (!v || v->main != r->main || v->sub != r->sub) return 1;
+  Mvccpb__KeyValue *kv = arena_alloc(a, sizeof(*kv));
+  uint8_t *key = arena_alloc(a, k->len + v->len + 1);
+  if (!kv || !key) return -CETCD_E_NOMEM;
+  mvccpb__key_value__init(kv);
+  memcpy(key, k->key, k->len);
+  if (v->len) memcpy(key + k->len, v->data, v->len);
+  kv->key = (ProtobufCBinaryData){k->len, key};
+  kv->value = (ProtobufCBinaryData){v->len, v->len ? key + k->len : NULL};
+  kv->create_revision = r->create;
+  kv->mod_revision = r->main;
+  kv->version = r->version;
+  kv->lease = r->lease;
+  *out = kv;
+  return 0;
+}
+
 int read_kv(mvcc *m, const idx_key *k, const idx_rev *r, bool writer, arena *a, Mvccpb__KeyValue **out) {
-  (void)k;
+  int crc = kv_from_cache(k, r, a, out);
+  if (crc <= 0) return crc;
   if (writer && r->main > m->committed_rev) {
     const mvcc_pend *p = pend_find(m, r->main, r->sub);
     if (!p) return -CETCD_E_INTERNAL;
@@ -185,7 +217,8 @@ static int rebuild_index(mvcc *m, int64_t *last_main) {
     }
     idx_rev ch = {.main = r.main, .sub = (uint32_t)r.sub, .tomb = tomb};
     if (!tomb) ch.create = kv->create_revision, ch.version = kv->version, ch.lease = kv->lease;
-    idx_append(m->index, kv->key.data, kv->key.len, &ch);
+    idx_key *k = idx_append(m->index, kv->key.data, kv->key.len, &ch);
+    idx_set_val_unshared(m->index, k, tomb ? NULL : val_new(r.main, r.sub, kv->value.data, kv->value.len));
     mvccpb__key_value__free_unpacked(kv, NULL);
     *last_main = r.main;
   }

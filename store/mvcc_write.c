@@ -60,7 +60,8 @@ static int do_put(mvcc *m, const ProtobufCBinaryData *key, const ProtobufCBinary
   if (rc) return rc;
   idx_rev ch = {.main = rev, .sub = (uint32_t)sub, .create = kv.create_revision,
                 .version = kv.version, .lease = lease};
-  idx_append(m->index, key->data, key->len, &ch);
+  idx_key *nk = idx_append(m->index, key->data, key->len, &ch);
+  idx_set_val(m->index, nk, val_new(rev, sub, value->data, value->len));
   lease_detach(m, prev, key->data, key->len);
   if (lease && m->has_hooks && m->hooks.attach) m->hooks.attach(m->hooks.arg, lease, key->data, key->len);
   emit(m, MVCCPB__EVENT__EVENT_TYPE__PUT, &kv, k, prev);
@@ -76,7 +77,8 @@ static int do_delete(mvcc *m, const idx_key *k, const idx_rev *prev) {
   int rc = wr_record(m, &kv, true, &sub);
   if (rc) return rc;
   idx_rev ch = {.main = m->req_main, .sub = (uint32_t)sub, .tomb = 1};
-  idx_append(m->index, k->key, k->len, &ch);
+  idx_key *nk = idx_append(m->index, k->key, k->len, &ch);
+  idx_set_val(m->index, nk, NULL);
   lease_detach(m, prev, k->key, k->len);
   kv.mod_revision = m->req_main;
   emit(m, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, k, prev);

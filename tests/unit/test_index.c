@@ -22,14 +22,14 @@ static void put_at(idx *t, int i, int64_t main, int64_t create, int64_t ver) {
   key_of(k, i);
   /* the lease field carries a checksum of the change for the readers */
   idx_rev ch = {.main = main, .create = create, .version = ver, .lease = main * 3 + 1};
-  CU_ASSERT(idx_append(t, (uint8_t *)k, strlen(k), &ch) == 0);
+  CU_ASSERT(idx_append(t, (uint8_t *)k, strlen(k), &ch) != NULL);
 }
 
 static void tomb_at(idx *t, int i, int64_t main) {
   char k[16];
   key_of(k, i);
   idx_rev ch = {.main = main, .tomb = 1};
-  CU_ASSERT(idx_append(t, (uint8_t *)k, strlen(k), &ch) == 0);
+  CU_ASSERT(idx_append(t, (uint8_t *)k, strlen(k), &ch) != NULL);
 }
 
 static const idx_rev *get(const idx_node *root, int i, int64_t at) {

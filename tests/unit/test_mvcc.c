@@ -178,9 +178,20 @@ static void test_put_revisions(void) {
   kv = get_at("c", 6);
   CU_ASSERT(kv && beq(kv->value, "3"));
   CU_ASSERT(get_at("a", 1) == NULL);
+  /* a big value (not cached on the key) reads back from LevelDB */
+  static char big[5000];
+  memset(big, 'v', sizeof(big) - 1);
+  CU_ASSERT(put("big", big) == 9);
+  kv = get_at("big", 0);
+  CU_ASSERT(kv && kv->value.len == sizeof(big) - 1 && kv->version == 1 && kv->mod_revision == 9);
+  CU_ASSERT(del("big") == 10);
+  CU_ASSERT(get_at("big", 0) == NULL && get_at("big", 9) != NULL);
+  CU_ASSERT(put("big", "small") == 11);
+  kv = get_at("big", 0);
+  CU_ASSERT(kv && beq(kv->value, "small") && kv->create_revision == 11);
   /* a delete of nothing takes no revision */
-  CU_ASSERT(del("nothing") == 8);
-  CU_ASSERT(mvcc_current_rev(M) == 8);
+  CU_ASSERT(del("nothing") == 11);
+  CU_ASSERT(mvcc_current_rev(M) == 11);
   done();
 }
 
