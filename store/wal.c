@@ -61,6 +61,19 @@
 #define WAL_NAME_LEN 37u
 /* META, SNAPSHOT, HARDSTATE: the records copied to the head of every segment */
 #define WAL_KEEP_TYPES 3
+/* fallocate leaves "unwritten" extents: the first write to each block makes
+ * fdatasync commit the file system journal as well (ext4, xfs). Writing zeros
+ * ahead of the log, in the same pwritev as the records, converts a MiB at a
+ * time instead of a block at a time. Measured on the project's ext4 VM disk
+ * (300-byte records, 64 MiB segments, machine otherwise quiet): segments
+ * zero-filled whole at creation did 6,240 syncs/s at batches of 10 against
+ * 1,840 with fallocate alone, and 476 against 246 at batches of 1000 -- but
+ * zero-filling 64 MiB stalls the writer 60-100 ms per segment. Zeroing ahead
+ * in 1 MiB steps is meant to keep the gain without the stall; under load from
+ * other processes the three could not be told apart. */
+#define WAL_ZERO_AHEAD_BYTES ((uint64_t)1 << 20)
+
+static const uint8_t wal_zeros[WAL_ZERO_AHEAD_BYTES];
 
 /* Checked in release builds too: a failed one means memory corruption or a
  * bug, and writing on would put it on disk. */
@@ -95,6 +108,7 @@ struct wal {
   int fd;       /* the last segment, open O_RDWR */
   uint64_t off; /* where the next record goes in it */
   uint64_t cap; /* its size */
+  uint64_t zeroed; /* bytes [0, zeroed) of it have been written (records or zeros) */
 
   uint8_t *buf; /* appended records not yet written */
   size_t buf_len, buf_cap;
@@ -546,6 +560,7 @@ static int adopt_last(wal *w, int fd, const char *path, uint64_t valid, size_t f
   w->fd = fd;
   w->off = valid;
   w->cap = cap;
+  w->zeroed = valid; /* unknown past the records: zero ahead again */
   return 0;
 }
 
@@ -644,6 +659,7 @@ static int new_segment(wal *w, size_t need) {
   w->fd = fd;
   w->off = 0;
   w->cap = cap;
+  w->zeroed = 0;
   return 0;
 }
 
@@ -746,15 +762,38 @@ static size_t chunk_fit(const wal *w, size_t from, uint64_t room, size_t *first_
   return n;
 }
 
-/* One pwritev (more only if the kernel writes short) and one fdatasync. */
+/* Drops the first `adv` bytes from an iovec array; returns the new start. */
+static struct iovec *iov_advance(struct iovec *iov, int *cnt, size_t adv) {
+  while (adv && *cnt) {
+    size_t k = adv < iov->iov_len ? adv : iov->iov_len;
+    iov->iov_base = (uint8_t *)iov->iov_base + k;
+    iov->iov_len -= k;
+    adv -= k;
+    if (iov->iov_len == 0) {
+      iov++;
+      (*cnt)--;
+    }
+  }
+  return iov;
+}
+
+/* One pwritev (more only if the kernel writes short) and one fdatasync: the
+ * preamble of a new segment, the records, and -- when the records come within
+ * WAL_ZERO_AHEAD_BYTES of it -- zeros up to WAL_ZERO_AHEAD_BYTES past them. */
 static int write_chunk(wal *w, size_t from, size_t n) {
-  struct iovec iov[2];
+  struct iovec iov_all[3], *iov = iov_all;
   int cnt = 0;
   if (w->pre_len)
     iov[cnt++] = (struct iovec){.iov_base = w->pre, .iov_len = w->pre_len};
   iov[cnt++] = (struct iovec){.iov_base = w->buf + from, .iov_len = n};
-  size_t total = w->pre_len + n, done = 0;
-  WAL_ALWAYS(w->off + total <= w->cap);
+  uint64_t end = w->off + w->pre_len + n, write_end = end;
+  WAL_ALWAYS(end <= w->cap);
+  if (end + WAL_ZERO_AHEAD_BYTES / 2 > w->zeroed) {
+    write_end = end + WAL_ZERO_AHEAD_BYTES < w->cap ? end + WAL_ZERO_AHEAD_BYTES : w->cap;
+    if (write_end > end)
+      iov[cnt++] = (struct iovec){.iov_base = (void *)wal_zeros, .iov_len = write_end - end};
+  }
+  size_t total = (size_t)(write_end - w->off), done = 0;
   while (done < total) {
     ssize_t r = w->io->pwritev(w->fd, iov, cnt, (off_t)(w->off + done));
     if (r < 0 && errno == EINTR)
@@ -764,20 +803,13 @@ static int write_chunk(wal *w, size_t from, size_t n) {
     if (r == 0)
       return -EIO;
     done += (size_t)r;
-    for (size_t adv = (size_t)r; adv;) { /* drop what was written from iov */
-      size_t k = adv < iov[0].iov_len ? adv : iov[0].iov_len;
-      iov[0].iov_base = (uint8_t *)iov[0].iov_base + k;
-      iov[0].iov_len -= k;
-      adv -= k;
-      if (iov[0].iov_len == 0 && cnt > 1) {
-        iov[0] = iov[1];
-        cnt = 1;
-      }
-    }
+    iov = iov_advance(iov, &cnt, (size_t)r);
   }
   if (w->io->fdatasync(w->fd))
     return neg_errno();
-  w->off += total;
+  w->off = end;
+  if (write_end > w->zeroed)
+    w->zeroed = write_end;
   w->pre_len = 0;
   return 0;
 }
