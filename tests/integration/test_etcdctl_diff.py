@@ -18,6 +18,8 @@ Environment:
   DIFF_CASES      comma-separated case file names to run (default: all)
   DIFF_MAX_DIFFS  stop printing diffs after this many per file (default 50)
   DIFF_SHOW       if set, print every command with the reference's output
+  DIFF_BUDGET_S   stop running commands after this many seconds (default
+                  540, under ctest's 600 s timeout); the rest count as failed
 
 Prints one line per failing command with a unified diff, a line per case
 file, and at the end `N passed, N failed` (N = commands); exits 1 on any
@@ -28,11 +30,13 @@ import concurrent.futures
 import glob
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import difftest as dt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEADLINE = time.time() + float(os.environ.get("DIFF_BUDGET_S", "540"))
 
 
 def run_file(path, ref_bin, cand_bin, pool):
@@ -70,8 +74,12 @@ def run_file(path, ref_bin, cand_bin, pool):
         passed = failed = 0
         max_diffs = int(os.environ.get("DIFF_MAX_DIFFS", "50"))
         for c in cases:
+            if time.time() > DEADLINE:
+                rest = ncmd - passed - failed
+                print("FAIL %s: time budget (DIFF_BUDGET_S) used up at line %d; "
+                      "%d commands not run" % (name, c.lineno, rest))
+                return passed, failed + rest
             if c.sleep is not None:
-                import time
                 time.sleep(c.sleep)
                 continue
             if c.grpc:
@@ -130,6 +138,11 @@ def main():
     tot_p = tot_f = 0
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for f in files:
+            if time.time() > DEADLINE:
+                n = sum(1 for c in dt.parse_case_file(f) if c.sleep is None)
+                print("FAIL %s: time budget used up, not run" % os.path.basename(f))
+                tot_f += n
+                continue
             try:
                 p, fl = run_file(f, ref_bin, cand_bin, pool)
             except Exception as e:  # harness or reference failure
