@@ -113,4 +113,8 @@ typedef struct kv_refs {
 void collect_refs(const idx_node *root, const ProtobufCBinaryData *key,
                   const ProtobufCBinaryData *range_end, int64_t at_rev, kv_refs *refs);
 
+/* --- mvcc_sort.c --- */
+/* Go 1.19 sort.Sort (or sort.Sort(sort.Reverse)) with etcd's Less. */
+void mvcc_sort_kvs(Mvccpb__KeyValue **kvs, size_t n, int target, bool descend);
+
 #endif

@@ -14,9 +14,8 @@
  *     already applied in step 4, as in etcd); then truncation to limit sets
  *     `more`; keys_only drops values last (a VALUE sort still used them).
  *
- * Go's sort.Sort is not stable in general, but for 12 elements or fewer it is
- * an insertion sort, which is; we sort stably (ties keep key order), so the
- * order matches etcd exactly up to 12 results and is deterministic beyond.
+ * The sort is Go's own sort.Sort algorithm (mvcc_sort.c), so ties come out
+ * in etcd's order.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -79,40 +78,6 @@ static size_t prune(Mvccpb__KeyValue **kvs, size_t n, const Etcdserverpb__RangeR
   return j;
 }
 
-static int bytes_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b) {
-  size_t n = a->len < b->len ? a->len : b->len;
-  int c = n ? memcmp(a->data, b->data, n) : 0;
-  if (c) return c;
-  return a->len < b->len ? -1 : a->len > b->len;
-}
-
-static int i64_cmp(int64_t a, int64_t b) { return a < b ? -1 : a > b; }
-
-static int kv_cmp(const Mvccpb__KeyValue *a, const Mvccpb__KeyValue *b, int target) {
-  switch (target) {
-  case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION: return i64_cmp(a->version, b->version);
-  case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE:
-    return i64_cmp(a->create_revision, b->create_revision);
-  case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD: return i64_cmp(a->mod_revision, b->mod_revision);
-  case ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE: return bytes_cmp(&a->value, &b->value);
-  default: return bytes_cmp(&a->key, &b->key);
-  }
-}
-
-/* Stable bottom-up merge sort; dir is +1 (ascend) or -1 (descend). */
-static void sort_kvs(Mvccpb__KeyValue **kvs, Mvccpb__KeyValue **tmp, size_t n, int target, int dir) {
-  for (size_t w = 1; w < n; w *= 2) {
-    for (size_t lo = 0; lo < n; lo += 2 * w) {
-      size_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
-      size_t i = lo, j = mid, o = lo;
-      while (i < mid && j < hi) tmp[o++] = dir * kv_cmp(kvs[j], kvs[i], target) < 0 ? kvs[j++] : kvs[i++];
-      while (i < mid) tmp[o++] = kvs[i++];
-      while (j < hi) tmp[o++] = kvs[j++];
-    }
-    memcpy(kvs, tmp, n * sizeof(*kvs));
-  }
-}
-
 static int sort_dir(const Etcdserverpb__RangeRequest *req) {
   int order = req->sort_order;
   if (req->sort_target != ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY &&
@@ -140,11 +105,7 @@ static int fetch(mvcc *m, const range_view *v, const Etcdserverpb__RangeRequest 
   }
   n = prune(kvs, n, req);
   int dir = sort_dir(req);
-  if (dir && n > 1) {
-    Mvccpb__KeyValue **tmp = arena_alloc(a, n * sizeof(*tmp));
-    if (!tmp) return -CETCD_E_NOMEM;
-    sort_kvs(kvs, tmp, n, req->sort_target, dir);
-  }
+  if (dir) mvcc_sort_kvs(kvs, n, req->sort_target, dir < 0);
   if (req->limit > 0 && n > (uint64_t)req->limit) {
     n = (size_t)req->limit;
     resp->more = 1;

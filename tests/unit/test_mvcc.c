@@ -274,6 +274,46 @@ static void test_range_sort(void) {
   done();
 }
 
+/* More than 12 results with ties: etcd's sort.Sort is not stable and the
+ * order of ties is Go's pdqsort's. Expected orders: etcd (etcdctl get k
+ * --prefix --sort-by=... --order=... --keys-only after the same puts). */
+static void test_range_sort_go_order(void) {
+  fresh();
+  char k[8], v[8];
+  for (int i = 0; i < 40; i++) {
+    int j = i * 17 % 40;
+    snprintf(k, sizeof(k), "k%02d", j), snprintf(v, sizeof(v), "%d", j * 7 % 5);
+    put(k, v);
+  }
+  for (int i = 0; i < 40; i += 3) snprintf(k, sizeof(k), "k%02d", i), snprintf(v, sizeof(v), "%d", i % 4), put(k, v);
+  for (int i = 0; i < 40; i += 9) snprintf(k, sizeof(k), "k%02d", i), put(k, "x");
+  enum { ASC = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__ASCEND, DESC = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND };
+  struct {
+    int order, target;
+    const char *want;
+  } cases[] = {
+      {ASC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION,
+       "k20,k34,k02,k38,k04,k05,k37,k07,k08,k35,k10,k11,k19,k13,k14,k32,k16,k31,k29,k01,k17,k28,k22,k23,k26,k25,k33,k15,k21,k06,k30,k24,k39,k03,k12,k09,k36,k18,k00,k27"},
+      {DESC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VERSION,
+       "k27,k18,k36,k00,k09,k03,k06,k30,k24,k33,k15,k21,k12,k39,k10,k07,k16,k17,k13,k19,k20,k11,k22,k23,k08,k25,k26,k14,k28,k29,k05,k31,k32,k04,k34,k35,k02,k37,k38,k01"},
+      {ASC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE,
+       "k20,k10,k35,k25,k24,k05,k12,k28,k21,k38,k33,k23,k08,k13,k30,k01,k16,k26,k06,k31,k11,k04,k19,k39,k34,k03,k14,k29,k15,k32,k07,k22,k02,k37,k17,k27,k00,k18,k36,k09"},
+      {DESC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE,
+       "k36,k18,k27,k09,k00,k22,k32,k07,k02,k17,k37,k19,k29,k04,k14,k15,k34,k39,k03,k16,k06,k01,k31,k30,k26,k11,k38,k08,k28,k33,k23,k13,k21,k10,k25,k35,k24,k20,k12,k05"},
+      {DESC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__MOD,
+       "k36,k27,k18,k09,k00,k39,k33,k30,k24,k21,k15,k12,k06,k03,k23,k29,k35,k01,k07,k13,k19,k02,k25,k08,k31,k14,k37,k20,k26,k32,k38,k04,k10,k16,k22,k05,k28,k11,k34,k17"},
+      {ASC, ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__CREATE,
+       "k00,k17,k34,k11,k28,k05,k22,k39,k16,k33,k10,k27,k04,k21,k38,k15,k32,k09,k26,k03,k20,k37,k14,k31,k08,k25,k02,k19,k36,k13,k30,k07,k24,k01,k18,k35,k12,k29,k06,k23"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    Etcdserverpb__RangeRequest q = RQ("k", B("l"));
+    q.sort_order = cases[i].order, q.sort_target = cases[i].target, q.keys_only = 1;
+    CU_ASSERT(rng(&q) == 0 && RR.n_kvs == 40);
+    CU_ASSERT_STRING_EQUAL(keys(), cases[i].want);
+  }
+  done();
+}
+
 static void test_range_filters(void) {
   fresh();
   scenario();
@@ -821,6 +861,7 @@ int main(void) {
   CU_add_test(s, "put revisions", test_put_revisions);
   CU_add_test(s, "range limit/count/range_end/revision", test_range_limit_count);
   CU_add_test(s, "range sort", test_range_sort);
+  CU_add_test(s, "range sort: Go's order of ties", test_range_sort_go_order);
   CU_add_test(s, "range filters", test_range_filters);
   CU_add_test(s, "put options and leases", test_put_options);
   CU_add_test(s, "delete range", test_delete_range);
