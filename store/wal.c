@@ -51,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -72,6 +73,9 @@
  * in 1 MiB steps is meant to keep the gain without the stall; under load from
  * other processes the three could not be told apart. */
 #define WAL_ZERO_AHEAD_BYTES ((uint64_t)1 << 20)
+
+/* An append buffer larger than this is freed after the sync that drained it. */
+#define WAL_BUF_KEEP_BYTES ((size_t)8 << 20)
 
 static const uint8_t wal_zeros[WAL_ZERO_AHEAD_BYTES];
 
@@ -98,6 +102,7 @@ typedef struct wal_keep {
 
 struct wal {
   char *dir;
+  int lock_fd; /* the directory, flock'ed: one process per WAL */
   const wal_io *io;
   size_t segment_bytes;
   void (*warn)(void *arg, const char *msg);
@@ -665,6 +670,31 @@ static int new_segment(wal *w, size_t need) {
 
 /* --- open / close ------------------------------------------------------------- */
 
+/* Creates the directory if needed; a new one is made durable in its parent. */
+static int make_dir(wal *w, char *err, size_t err_len) {
+  if (mkdir(w->dir, 0700)) {
+    if (errno == EEXIST)
+      return 0;
+    return errf(err, err_len, neg_errno(), "wal: mkdir %s: %s", w->dir, strerror(errno));
+  }
+  char parent[PATH_MAX];
+  snprintf(parent, sizeof(parent), "%s", w->dir);
+  char *slash = strrchr(parent, '/');
+  if (slash == parent)
+    slash[1] = 0; /* "/x" -> "/" */
+  else if (slash)
+    *slash = 0;
+  else
+    snprintf(parent, sizeof(parent), ".");
+  int fd = w->io->open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+  int rc = fd < 0 || w->io->fsync(fd) ? neg_errno() : 0;
+  if (fd >= 0)
+    w->io->close(fd);
+  if (rc)
+    return errf(err, err_len, rc, "wal: fsync %s: %s", parent, strerror(-rc));
+  return 0;
+}
+
 int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *arg, wal **out,
              char *err, size_t err_len) {
   wal_options def = {0};
@@ -681,9 +711,14 @@ int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *ar
   w->warn = opt->warn;
   w->warn_arg = opt->warn_arg;
   w->fd = -1;
-  int rc = 0;
-  if (mkdir(dir, 0700) && errno != EEXIST) {
-    rc = errf(err, err_len, neg_errno(), "wal: mkdir %s: %s", dir, strerror(errno));
+  w->lock_fd = -1;
+  int rc = make_dir(w, err, err_len);
+  if (rc)
+    goto fail;
+  w->lock_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (w->lock_fd < 0 || flock(w->lock_fd, LOCK_EX | LOCK_NB)) {
+    rc = errf(err, err_len, neg_errno(), "wal: cannot lock %s: %s", dir,
+              errno == EWOULDBLOCK ? "in use by another wal_open" : strerror(errno));
     goto fail;
   }
   if ((rc = list_segments(w, err, err_len)) != 0)
@@ -707,6 +742,8 @@ void wal_close(wal *w) {
     return;
   if (w->fd >= 0)
     w->io->close(w->fd);
+  if (w->lock_fd >= 0)
+    close(w->lock_fd); /* drops the flock */
   for (int k = 0; k < WAL_KEEP_TYPES; k++)
     free(w->keep[k].rec);
   free(w->pre);
@@ -846,6 +883,11 @@ int wal_sync(wal *w) {
     done += n;
   }
   w->buf_len = 0;
+  if (w->buf_cap > WAL_BUF_KEEP_BYTES) { /* one huge batch should not pin its memory */
+    free(w->buf);
+    w->buf = NULL;
+    w->buf_cap = 0;
+  }
   return 0;
 fail:
   w->err = rc;

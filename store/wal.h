@@ -86,20 +86,30 @@ typedef struct wal wal;
 typedef int (*wal_replay_fn)(void *arg, uint8_t type, uint64_t index, const uint8_t *data, size_t len);
 
 /* Opens (creating the directory if needed) and replays. On error returns <0
- * and writes a message naming file and offset into err. */
+ * and writes a message naming file and offset into err (also when fn returned
+ * non-zero: then "wal: replay of <file> stopped at offset N ..."; a positive
+ * fn result becomes -ECANCELED). The directory is flock'ed until wal_close: a
+ * second wal_open of it, from any process, fails ("in use"). Records before
+ * a damaged one may already have been delivered when the open fails. */
 int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *arg, wal **out,
              char *err, size_t err_len);
+/* Does not sync: records appended since the last wal_sync are dropped. */
 void wal_close(wal *w);
 
 /* Buffers one record (copied). Returns 0, -ENOMEM, -EINVAL (len above
  * WAL_RECORD_DATA_MAX or a type outside enum wal_rec_type), or the sticky
  * error of an earlier failed wal_sync. */
 int wal_append(wal *w, uint8_t type, uint64_t index, const void *data, size_t len);
-/* Writes everything buffered and fdatasyncs once. Returns 0 or -errno; after
- * an error the WAL refuses further writes (the server must stop). */
+/* Writes everything buffered and fdatasyncs once: one pwritev + one fdatasync
+ * per segment touched (a batch that crosses into a new segment also pays the
+ * segment's creation: fallocate, fsync, directory fsync). Returns 0 or
+ * -errno; after an error the WAL refuses further writes, syncs and releases
+ * with the same error (the server must stop). */
 int wal_sync(wal *w);
-/* Deletes whole segments all of whose entry records have index < index.
- * Never deletes the segment being written. */
+/* Deletes whole segments all of whose entry records have index < index
+ * (a segment without entries qualifies), oldest first and stopping at the
+ * first one that does not qualify, so the sequence has no holes; then fsyncs
+ * the directory. Never deletes the segment being written. */
 int wal_release(wal *w, uint64_t index);
 
 /* Number of segment files, the current one included. */

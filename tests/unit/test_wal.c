@@ -1024,6 +1024,25 @@ static void test_reopen_cycles(void) {
   free(dir);
 }
 
+static void test_lock(void) {
+  char *dir = tmpdir();
+  char sub[PATH_MAX];
+  snprintf(sub, sizeof(sub), "%s/wal", dir); /* created by wal_open */
+  wal_options o = opts(4096, NULL, NULL);
+  char err[512] = "";
+  wal *w, *w2 = NULL;
+  CU_ASSERT_FATAL(wal_open(sub, &o, NULL, NULL, &w, err, sizeof(err)) == 0);
+  CU_ASSERT(wal_open(sub, &o, NULL, NULL, &w2, err, sizeof(err)) < 0);
+  CU_ASSERT_PTR_NULL(w2);
+  CU_ASSERT(strstr(err, "in use") != NULL);
+  wal_close(w);
+  CU_ASSERT_FATAL(wal_open(sub, &o, NULL, NULL, &w, err, sizeof(err)) == 0);
+  wal_close(w);
+  rmdir_all(sub);
+  rmdir(dir);
+  free(dir);
+}
+
 int main(void) {
   if (CU_initialize_registry() != CUE_SUCCESS)
     return 2;
@@ -1044,6 +1063,7 @@ int main(void) {
   CU_add_test(s, "io_errors_sticky", test_io_errors_sticky);
   CU_add_test(s, "release", test_release);
   CU_add_test(s, "reopen_cycles", test_reopen_cycles);
+  CU_add_test(s, "lock", test_lock);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
