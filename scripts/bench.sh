@@ -141,7 +141,7 @@ if [ ! -x "$CETCD" ]; then
 fi
 
 echo "put: $CLIENTS clients over $CONNS conns, $KEY_SIZE B keys, $VAL_SIZE B values, $TOTAL requests per round, $ROUNDS rounds each"
-echo "machine: $(nproc) cores, $(uname -sr); etcd: $("$ETCD" --version | head -n 1)"
+echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); etcd: $("$ETCD" --version | head -n 1)"
 : >"$TMP/rows"
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r:"
