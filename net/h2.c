@@ -108,28 +108,49 @@ static void submit_trailers(net_stream *s) {
   s->trailers_sent = true;
 }
 
+/* Zero-copy DATA: the provider only says how much; send_data_cb then
+ * appends the frame header and the bytes straight from the stream's buffer
+ * to the connection's output (one copy fewer than nghttp2's own framing). */
 static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
                             size_t length, uint32_t *data_flags, nghttp2_data_source *source,
                             void *user_data) {
-  (void)session, (void)stream_id, (void)user_data;
+  (void)session, (void)stream_id, (void)buf, (void)user_data;
   net_stream *s = source->ptr;
-  size_t n = net_buf_pending(&s->out);
-  if (n > length) n = length;
-  if (n) {
-    memcpy(buf, s->out.p + s->out.off, n);
-    net_buf_consume(&s->out, n);
-    s->conn->stream_out_bytes -= n;
+  size_t avail = net_buf_pending(&s->out);
+  size_t n = avail < length ? avail : length;
+  if (n == avail && s->finished) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    submit_trailers(s);
+  } else if (n == 0) {
+    s->deferred = true;
+    return NGHTTP2_ERR_DEFERRED;
   }
-  if (net_buf_pending(&s->out) == 0) {
-    if (s->finished) {
-      *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      submit_trailers(s);
-    } else if (n == 0) {
-      s->deferred = true;
-      return NGHTTP2_ERR_DEFERRED;
-    }
-  }
+  if (n) *data_flags |= NGHTTP2_DATA_FLAG_NO_COPY;
   return (ssize_t)n;
+}
+
+static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *source, void *user_data) {
+  (void)session;
+  net_conn *c = user_data;
+  net_stream *s = source->ptr;
+  size_t pad = frame->data.padlen;
+  if (length > net_buf_pending(&s->out) || net_buf_reserve(&c->wbuf, 9 + pad + length) != 0) {
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
+  net_buf_append(&c->wbuf, framehd, 9);
+  if (pad > 0) {
+    uint8_t pl = (uint8_t)(pad - 1);
+    net_buf_append(&c->wbuf, &pl, 1);
+  }
+  net_buf_append(&c->wbuf, s->out.p + s->out.off, length);
+  net_buf_consume(&s->out, length);
+  c->stream_out_bytes -= length;
+  if (pad > 1) {
+    memset(c->wbuf.p + c->wbuf.len, 0, pad - 1);
+    c->wbuf.len += pad - 1;
+  }
+  return 0;
 }
 
 /* Starts the response (HEADERS + data provider) or wakes its provider. */
@@ -181,7 +202,7 @@ static void stream_set_status(net_stream *s, int code, const char *message) {
 static void stream_fail(net_stream *s, int code, const char *message) {
   net_server *srv = s->conn->loop->srv;
   stream_set_status(s, code, message);
-  if (!s->dispatched || s->app_gone) return;
+  if (!s->delivered || s->app_gone) return; /* the app never saw this call */
   s->app_gone = true;
   net_call call = stream_call(s);
   if (s->m->kind == NET_UNARY) {
@@ -403,6 +424,10 @@ static void stream_remote_close(net_stream *s) {
   default:
     if (partial) {
       stream_fail(s, GRPC_INTERNAL, "unexpected EOF");
+    } else if (!s->delivered) {
+      /* Closed before any message: the app never saw the call. etcd's
+       * stream handlers (Watch, LeaseKeepAlive) return nil on io.EOF. */
+      stream_set_status(s, GRPC_OK, NULL);
     } else if (srv->h.on_stream_end && !s->app_gone) {
       srv->h.on_stream_end(srv->h.app, s->conn->loop, stream_call(s), s->m->id, NET_END_HALF_CLOSE);
     }
@@ -494,7 +519,7 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   if (s->prev) s->prev->next = s->next; else c->streams = s->next;
   if (s->next) s->next->prev = s->prev;
   c->stream_out_bytes -= net_buf_pending(&s->out);
-  if (s->dispatched && !s->app_gone) {
+  if (s->delivered && !s->app_gone) {
     s->finished = true; /* replies from the callback are dropped */
     s->app_gone = true;
     net_server *srv = c->loop->srv;
@@ -520,6 +545,7 @@ int net_h2_loop_init(net_loop *loop) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+  nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
   if (nghttp2_option_new(&loop->h2opt) != 0) return -1;
   /* Our SETTINGS limit is enforced from the first stream, before the ACK. */
   nghttp2_option_set_max_settings(loop->h2opt, 64);

@@ -72,7 +72,7 @@ typedef struct net_stream {
   bool grpc_ct;              /* content-type application/grpc[+...] */
   bool bad_header;           /* header over limits */
   bool dispatched;           /* app knows the call (on_message may have fired) */
-  bool delivered;            /* unary/server-stream request handed to the app */
+  bool delivered;            /* a message went to the app: it knows the call */
   bool remote_closed;        /* client sent END_STREAM */
   bool resp_started;         /* response HEADERS submitted (with a data provider) */
   bool deferred;             /* data provider returned DEFERRED */

@@ -112,12 +112,17 @@ typedef struct net_handlers {
    * is complete (as grpc-go does: it does not wait for the half-close). */
   void (*on_message)(void *app, net_loop *loop, net_call call, int method_id,
                      const uint8_t *msg, size_t len);
-  /* Unary calls: the call ended before the app replied (client reset,
-   * connection gone). Optional. The call id is dead. */
+  /* The app knows a call from its first on_message on; the two callbacks
+   * below fire only for such calls, and never after the app itself ended
+   * the call (net_reply / net_reply_error / net_stream_finish). A client or
+   * bidi stream half-closed before any message is finished by the transport
+   * with status OK (what etcd's Watch and LeaseKeepAlive do on io.EOF).
+   *
+   * Unary calls: the call ended before the app replied (client reset,
+   * connection gone, server stopping). Optional. The call id is dead. */
   void (*on_call_cancel)(void *app, net_loop *loop, net_call call, int method_id);
-  /* Client/bidi/server streams: see net_end_reason. Fires at most once per
-   * reason; NET_END_GONE is the last callback for the call. Not fired after
-   * the app itself finished the stream. */
+  /* Client/bidi/server streams: see net_end_reason. NET_END_HALF_CLOSE
+   * fires at most once; NET_END_GONE is the last callback for the call. */
   void (*on_stream_end)(void *app, net_loop *loop, net_call call, int method_id,
                         net_end_reason why);
   /* After each loop turn's input and posts are processed, before output is

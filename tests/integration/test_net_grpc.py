@@ -103,6 +103,12 @@ def run(port):
               (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: failed precondition"),
               "bidi app error %r" % ((ex.code(), ex.details()),))
 
+    snap = ch.unary_stream("/etcdserverpb.Maintenance/Snapshot", request_serializer=ident,
+                           response_deserializer=ident)
+    chunks = list(snap(bytes([40]), timeout=20))
+    want = [bytes((k * 31 + i * 7 + (i >> 9)) & 0xff for i in range(65536)) for k in range(40)]
+    check(chunks == want, "server stream: 40 x 64 KiB in order (%d chunks)" % len(chunks))
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futs = [pool.submit((put if i % 2 else rng), b"k%05d" % i, timeout=20)
                 for i in range(2000)]

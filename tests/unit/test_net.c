@@ -207,12 +207,17 @@ static int g_cunit;
     if (g_cunit) CU_ASSERT(x); \
   } while (0)
 
-enum { M_RANGE = 1, M_PUT = 2, M_WATCH = 3 };
+enum { M_RANGE = 1, M_PUT = 2, M_WATCH = 3, M_SNAP = 4 };
 static const net_method toy_methods[] = {
     {"/etcdserverpb.KV/Range", NET_UNARY, M_RANGE},
     {"/etcdserverpb.KV/Put", NET_UNARY, M_PUT},
     {"/etcdserverpb.Watch/Watch", NET_BIDI_STREAM, M_WATCH},
+    {"/etcdserverpb.Maintenance/Snapshot", NET_SERVER_STREAM, M_SNAP},
 };
+enum { SNAP_CHUNK = 65536 };
+
+/* Byte i of snapshot chunk k. */
+static uint8_t snap_byte(size_t k, size_t i) { return (uint8_t)(k * 31 + i * 7 + (i >> 9)); }
 static const char *const toy_unimpl[] = {"etcdserverpb.Lease"};
 static const uint8_t RANGE_REPLY[] = {0x0a, 0x02, 0x10, 0x07}; /* header{revision: 7} */
 
@@ -252,6 +257,18 @@ static void toy_message(void *app, net_loop *loop, net_call call, int mid, const
     w->len = len;
     memcpy(w->data, msg, len);
     mailbox_push(&t->worker_mb, w);
+  } else if (mid == M_SNAP) {
+    /* request: one byte, the number of 64 KiB chunks; all queued at once so
+     * the client's flow-control windows pace the stream */
+    static uint8_t chunk[SNAP_CHUNK];
+    size_t count = len ? msg[0] : 0;
+    for (size_t k = 0; k < count; k++) {
+      for (size_t i = 0; i < SNAP_CHUNK; i++) chunk[i] = snap_byte(k, i);
+      int rc = net_stream_send(loop, call, chunk, SNAP_CHUNK);
+      TOY_CHECK(rc == 0);
+    }
+    TOY_CHECK(net_stream_pending_bytes(loop, call) == count * (SNAP_CHUNK + 5));
+    net_stream_finish(loop, call, 0, NULL);
   } else if (mid == M_WATCH) {
     if (len == 4 && memcmp(msg, "FAIL", 4) == 0) {
       net_stream_finish(loop, call, 9, "etcdserver: failed precondition");
@@ -324,7 +341,7 @@ static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint1
   static const char *const listen[] = {"127.0.0.1:0"};
   net_config cfg = {.listen = listen, .n_listen = 1, .loops = loops,
                     .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
-                    .methods = toy_methods, .n_methods = 3,
+                    .methods = toy_methods, .n_methods = 4,
                     .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
   net_handlers h = {.app = &T, .on_loop_start = toy_loop_start, .on_message = toy_message,
                     .on_stream_end = toy_stream_end, .on_call_cancel = toy_cancel,
@@ -775,6 +792,13 @@ static void test_bidi_stream(void) {
   CU_ASSERT_EQUAL(memcmp(k->data + 12, "second", 6), 0);
   CU_ASSERT_EQUAL(memcmp(k->data + 23, "bye", 3), 0);
   CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_half, __ATOMIC_SEQ_CST), half0 + 1);
+  /* half-closed before any message: finished OK by the transport, and the
+   * app (which never saw the call) hears nothing */
+  id = cli_start(&c, "/etcdserverpb.Watch/Watch", NULL, 0, 1, NULL, NULL);
+  k = cli_wait(&c, id);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL(k->data_len, 0);
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_half, __ATOMIC_SEQ_CST), half0 + 1);
   /* app-side error after data: trailers carry it */
   n = msg(req, "w2");
   n += msg(req + n, "FAIL");
@@ -1000,6 +1024,34 @@ static void test_port_in_use(void) {
   CU_ASSERT_STRING_EQUAL(err, want);
 }
 
+
+static void test_server_stream_flow_control(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  /* the client's connection window stays nghttp2's default 64 KiB: the
+   * 4 MiB response needs many WINDOW_UPDATEs and DEFERRED/resume rounds */
+  uint8_t req[8];
+  uint8_t count = 64;
+  size_t n = frame(req, 0, (const char *)&count, 1);
+  tcall *k = call_once(&c, "/etcdserverpb.Maintenance/Snapshot", req, n, 1, NULL, NULL);
+  for (int i = 0; i < 500 && !k->closed; i++) cli_pump(&c, 10);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, (size_t)count * (SNAP_CHUNK + 5));
+  size_t bad = 0;
+  for (size_t j = 0; j < count; j++) {
+    const uint8_t *m = k->data + j * (SNAP_CHUNK + 5);
+    if (m[0] != 0 || m[1] != 0 || m[2] != 1 || m[3] != 0 || m[4] != 0) bad++;
+    for (size_t i = 0; i < SNAP_CHUNK; i++) bad += m[5 + i] != snap_byte(j, i);
+  }
+  CU_ASSERT_EQUAL(bad, 0);
+  /* server-streaming call half-closed without its request: grpc-go's EOF */
+  k = call_once(&c, "/etcdserverpb.Maintenance/Snapshot", NULL, 0, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 2);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "EOF");
+  cli_close(&c);
+}
+
 static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
 static int suite_clean(void) {
   toy_stop();
@@ -1130,6 +1182,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "garbage connection", test_garbage_connection);
   CU_add_test(srv, "many streams, posted replies", test_many_streams);
   CU_add_test(srv, "bidi stream", test_bidi_stream);
+  CU_add_test(srv, "server stream, flow control", test_server_stream_flow_control);
   CU_add_test(srv, "http1", test_http1);
   CU_add_test(srv, "two loops", test_two_loops);
   CU_add_test(srv, "settings", test_max_streams_setting);
