@@ -6,7 +6,8 @@
 # `cetcd-bench put` (2000 requests, 50 clients over 5 conns, 100 sequential
 # 8-byte keys, 256-byte values) must report 2000 ok and 0 errors, and
 # `etcdctl` must then count the 100 keys and see 256-byte values; `range`
-# runs (linearizable and serializable) must succeed. Everything started is
+# runs (linearizable and serializable) must succeed. A dead endpoint must
+# show up as counted Unavailable errors and exit status 1. Everything started is
 # stopped by pid; the temp dirs are removed.
 set -euo pipefail
 
@@ -106,6 +107,14 @@ check_server() {
   done
   echo "ok: $name"
 }
+
+# Errors are counted and shown, never hidden: nothing listens on this port.
+dead=$(free_port)
+rc=0
+out=$(timeout 30 "$BENCH" --endpoints "127.0.0.1:$dead" put --total 5) || rc=$?
+echo "$out" | grep -q "\[5\].*code = Unavailable" && [ $rc = 1 ] ||
+  { echo "FAIL: a dead endpoint must give 5 Unavailable errors and exit 1 (rc=$rc):"; echo "$out"; exit 1; }
+echo "ok: dead endpoint reported as errors"
 
 start etcd etcd || { echo "FAIL: etcd did not start"; tail -n 20 "$TMP/etcd/log"; exit 1; }
 check_server etcd || exit 1
