@@ -325,6 +325,7 @@ void raft_handle_heartbeat_resp(raft *r, const raft_msg *m)
         pr->read_round = m->ctx;
         raft_reads_on_round(r);
     }
+    maybe_send_timeout_now(r, pr); /* the first TimeoutNow may have been lost */
 }
 
 /* A follower forwarded proposals (MSG_PROP) to us, the leader. */
