@@ -238,14 +238,18 @@ class Server:
             self.proc.wait()
 
     def stop(self, kill=False, timeout=10):
+        """SIGTERM (or SIGKILL), by pid.  Returns False if SIGTERM did not
+        stop it within timeout and SIGKILL had to."""
         if self.proc is None or self.proc.poll() is not None:
-            return
+            return True
         os.kill(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             self.proc.wait(timeout)
+            return True
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            return False
 
     def cleanup(self):
         self.stop(kill=True)

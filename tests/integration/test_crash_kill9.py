@@ -20,6 +20,11 @@ Environment:
   CRASH_CYCLES   kill/restart cycles (default 5)
   CRASH_WRITERS  writer threads (default 8)
   CRASH_MIN_S / CRASH_MAX_S   load time before each kill (default 1..3 s)
+  CRASH_EARLY_KILL_P  chance per cycle of a second kill -9 0..0.5 s into the
+                 restart, during recovery (default 0.4)
+
+At the end the server is stopped with SIGTERM, started again and checked
+once more.
 """
 
 import os
@@ -138,6 +143,7 @@ def main():
     nwriters = int(os.environ.get("CRASH_WRITERS", "8"))
     tmin = float(os.environ.get("CRASH_MIN_S", "1"))
     tmax = float(os.environ.get("CRASH_MAX_S", "3"))
+    early_p = float(os.environ.get("CRASH_EARLY_KILL_P", "0.4"))
     binary = dt.resolve_binary(os.environ.get("CRASH_SERVER", "cetcd"))
     rnd = random.Random(seed)
     print("crash test: server=%s seed=%d (replay with CRASH_SEED=%d) cycles=%d writers=%d"
@@ -171,6 +177,14 @@ def main():
                 for u in w.unexpected:
                     failures.append("cycle %d: put failed before the kill: %s" % (cycle, u))
             n_cycle = sum(w.n_acked for w in writers)
+            early = ""
+            if rnd.random() < early_p:
+                # also kill it while it starts (WAL replay, index rebuild)
+                delay = rnd.uniform(0, 0.5)
+                server.start(wait=False)
+                time.sleep(delay)
+                server.kill9()
+                early = ", killed again %.2fs into the restart" % delay
             t0 = time.time()
             try:
                 server.start(timeout=60)
@@ -183,15 +197,25 @@ def main():
                 a, t = dict(acked), dict(attempted)
             errs, nkeys, hdr = verify(server.endpoint, a, t, "cycle %d" % cycle)
             print("cycle %d: load %.2fs, %d puts acknowledged this cycle (%d total, %d "
-                  "at kill), killed, restarted in %.2fs; %d keys present, header "
+                  "at kill), killed%s, restarted in %.2fs; %d keys present, header "
                   "revision %d; %d problems"
-                  % (cycle, load_s, n_cycle, len(a), before, restart_s, nkeys, hdr,
-                     len(errs)), flush=True)
+                  % (cycle, load_s, n_cycle, len(a), before, early, restart_s, nkeys,
+                     hdr, len(errs)), flush=True)
             failures.extend(errs)
             if n_cycle == 0:
                 failures.append("cycle %d: no put was acknowledged at all" % cycle)
             if errs:
                 break
+        if not failures:
+            # finally a clean stop (SIGTERM) and start: still all there
+            if not server.stop():
+                failures.append("SIGTERM did not stop the server within 10 s")
+            server.start(timeout=60)
+            errs, nkeys, hdr = verify(server.endpoint, dict(acked), dict(attempted),
+                                      "after SIGTERM restart")
+            print("after a SIGTERM stop and restart: %d keys present, header revision "
+                  "%d; %d problems" % (nkeys, hdr, len(errs)))
+            failures.extend(errs)
         if len(acked) == 0:
             failures.append("no put was ever acknowledged")
     except dt.ServerError as e:
