@@ -589,8 +589,9 @@ static int replay_segment(wal *w, size_t i, wal_replay_fn fn, void *arg, char *e
   rc = wal_scan_segment(buf, len, replay_one, &c, &res);
   if (rc) {
     rc = rc > 0 ? -ECANCELED : rc;
-    errf(err, err_len, rc, "wal: replay of %s stopped at offset %zu: %s", path, res.valid_bytes,
-         c.user_rc ? "callback returned non-zero" : strerror(-rc));
+    if (!(c.user_rc && err && err_len && err[0])) /* keep a message fn wrote */
+      errf(err, err_len, rc, "wal: replay of %s stopped at offset %zu: %s", path,
+           res.valid_bytes, c.user_rc ? "callback returned non-zero" : strerror(-rc));
     goto out;
   }
   if (res.damage && (rc = judge_damage(w, is_last, fd, path, &res, len, err, err_len)) != 0)
@@ -701,6 +702,8 @@ int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *ar
   if (!opt)
     opt = &def;
   *out = NULL;
+  if (err && err_len)
+    err[0] = 0;
   wal *w = calloc(1, sizeof(*w));
   if (!w || !(w->dir = strdup(dir))) {
     free(w);
@@ -851,16 +854,17 @@ static int write_chunk(wal *w, size_t from, size_t n) {
   return 0;
 }
 
+/* The records were CRC-checked by chunk_fit just before the write: only the
+ * framing is read here. */
 static void note_chunk(wal *w, size_t from, size_t n) {
   wal_segment *seg = &w->segs[w->nsegs - 1];
   for (size_t p = from; p < from + n;) {
-    wal_record rec;
-    size_t used = 0;
-    WAL_ALWAYS(wal_decode_record(w->buf + p, from + n - p, &rec, &used) == WAL_DECODE_OK);
-    if (note_record(w, seg, rec.type, rec.index, rec.data, rec.len))
+    const uint8_t *r = w->buf + p;
+    size_t len = get32(r) - 9;
+    if (note_record(w, seg, r[8], get64(r + 9), r + WAL_RECORD_HEADER_BYTES, len))
       /* only the keep copies can fail; losing one would lose it on release */
       wal_panic("out of memory keeping a record copy", __FILE__, __LINE__);
-    p += used;
+    p += wal_record_bytes(len);
   }
 }
 

@@ -86,9 +86,10 @@ typedef struct wal wal;
 typedef int (*wal_replay_fn)(void *arg, uint8_t type, uint64_t index, const uint8_t *data, size_t len);
 
 /* Opens (creating the directory if needed) and replays. On error returns <0
- * and writes a message naming file and offset into err (also when fn returned
- * non-zero: then "wal: replay of <file> stopped at offset N ..."; a positive
- * fn result becomes -ECANCELED). The directory is flock'ed until wal_close: a
+ * and writes a message naming file and offset into err. err is cleared first;
+ * if fn returns non-zero after writing its own message into err (through its
+ * arg), that message is kept, else err says "wal: replay of <file> stopped at
+ * offset N ..."; a positive fn result becomes -ECANCELED. The directory is flock'ed until wal_close: a
  * second wal_open of it, from any process, fails ("in use"). Records before
  * a damaged one may already have been delivered when the open fails. */
 int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *arg, wal **out,

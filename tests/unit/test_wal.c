@@ -1024,6 +1024,51 @@ static void test_reopen_cycles(void) {
   free(dir);
 }
 
+typedef struct stopper {
+  char *err;
+  size_t err_len;
+  int write_msg;
+  int seen;
+} stopper;
+
+static int stop_at_third(void *arg, uint8_t type, uint64_t index, const uint8_t *data, size_t len) {
+  (void)type, (void)index, (void)data, (void)len;
+  stopper *st = arg;
+  if (++st->seen < 3)
+    return 0;
+  if (st->write_msg)
+    snprintf(st->err, st->err_len, "raft: bad entry %" PRIu64, index);
+  return 1;
+}
+
+static void test_replay_callback_stops(void) {
+  char *dir = tmpdir();
+  build_log(dir, 10);
+  wal_options o = opts(4096, NULL, NULL);
+  char err[512];
+  for (int write_msg = 0; write_msg < 2; write_msg++) {
+    stopper st = {.err = err, .err_len = sizeof(err), .write_msg = write_msg};
+    wal *w = NULL;
+    snprintf(err, sizeof(err), "stale");
+    CU_ASSERT_EQUAL(wal_open(dir, &o, stop_at_third, &st, &w, err, sizeof(err)), -ECANCELED);
+    CU_ASSERT_PTR_NULL(w);
+    CU_ASSERT_EQUAL(st.seen, 3);
+    if (write_msg)
+      CU_ASSERT_STRING_EQUAL(err, "raft: bad entry 3");
+    if (!write_msg)
+      CU_ASSERT(strstr(err, "stopped at offset 234") != NULL); /* 2 x 117 */
+  }
+  /* the failed opens released the lock and changed nothing */
+  replay p = {0};
+  wal *w;
+  CU_ASSERT_FATAL(wal_open(dir, &o, collect, &p, &w, err, sizeof(err)) == 0);
+  CU_ASSERT(entries_are(&p, 10, 100));
+  wal_close(w);
+  replay_free(&p);
+  rmdir_all(dir);
+  free(dir);
+}
+
 static void test_lock(void) {
   char *dir = tmpdir();
   char sub[PATH_MAX];
@@ -1064,6 +1109,7 @@ int main(void) {
   CU_add_test(s, "release", test_release);
   CU_add_test(s, "reopen_cycles", test_reopen_cycles);
   CU_add_test(s, "lock", test_lock);
+  CU_add_test(s, "replay_callback_stops", test_replay_callback_stops);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
