@@ -56,7 +56,9 @@ USED_PORTS=" "
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    # below Linux's ephemeral range (32768-60999): no clash with the
+    # source ports of outgoing connections, no TCP self-connect
+    p=$((10000 + RANDOM % 22000))
     case $USED_PORTS in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       USED_PORTS="$USED_PORTS$p "

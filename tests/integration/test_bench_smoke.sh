@@ -33,7 +33,9 @@ USED=" "
 free_port() {
   local p
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 40000))
+    # below Linux's ephemeral range (32768-60999): no clash with the
+    # source ports of outgoing connections, no TCP self-connect
+    p=$((10000 + RANDOM % 22000))
     case $USED in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       USED="$USED$p "
@@ -58,7 +60,7 @@ start() {
   PID=$!
   PIDS+=("$PID")
   EP="http://127.0.0.1:$p"
-  for _ in $(seq 1 75); do
+  for _ in $(seq 1 150); do
     kill -0 "$PID" 2>/dev/null || return 1
     if timeout 10 etcdctl --endpoints "$EP" --dial-timeout 1s put smoke-ready 1 >/dev/null 2>&1; then
       return 0
@@ -117,12 +119,12 @@ echo "$out" | grep -q "\[5\].*code = Unavailable" && [ $rc = 1 ] ||
 echo "ok: dead endpoint reported as errors"
 
 start etcd etcd || { echo "FAIL: etcd did not start"; tail -n 20 "$TMP/etcd/log"; exit 1; }
-check_server etcd || exit 1
+check_server etcd || { tail -n 20 "$TMP/etcd/log"; exit 1; }
 stop
 
 if [ -x "$CETCD_BIN/cetcd" ]; then
   if start cetcd "$CETCD_BIN/cetcd"; then
-    check_server cetcd || exit 1
+    check_server cetcd || { tail -n 20 "$TMP/cetcd/log"; exit 1; }
     stop
   else
     stop
