@@ -106,6 +106,8 @@ static http1_status apply_framing_headers(http1_req *req, size_t *body_len) {
       *body_len = n;
     } else if (hdr_is(h, "transfer-encoding")) {
       return HTTP1_ERR_LENGTH;
+    } else if (hdr_is(h, "expect")) {
+      if (value_has_token(h, "100-continue")) req->expect_continue = true;
     } else if (hdr_is(h, "connection")) {
       if (value_has_token(h, "close")) req->keep_alive = false;
       if (value_has_token(h, "keep-alive")) req->keep_alive = true;
@@ -117,6 +119,7 @@ static http1_status apply_framing_headers(http1_req *req, size_t *body_len) {
 http1_status http1_parse(const unsigned char *buf, size_t len, size_t max_body, http1_req *req) {
   /* Tolerate empty lines before a request (RFC 9112 section 2.2). */
   size_t skip = 0;
+  req->expect_continue = false;
   while (skip + 1 < len && buf[skip] == '\r' && buf[skip + 1] == '\n') skip += 2;
   const unsigned char *b = buf + skip;
   size_t blen = len - skip;

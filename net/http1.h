@@ -35,6 +35,8 @@ typedef struct http1_req {
   const unsigned char *body; /* points into the input buffer */
   size_t body_len;
   bool keep_alive;
+  bool expect_continue; /* "Expect: 100-continue" (also set with NEED_MORE once
+                         * the head is complete and the body is not) */
   size_t consumed;     /* bytes of input this request occupies */
 } http1_req;
 

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "msg/mailbox.h"
 #include "net/grpc_frame.h"
@@ -55,6 +56,15 @@ typedef enum { CONN_FREE = 0, CONN_DETECT, CONN_H2, CONN_HTTP1 } conn_proto;
 
 typedef struct net_conn net_conn;
 
+/* The byte-stream seam under HTTP: plain sockets now, TLS (OpenSSL, ALPN h2)
+ * later without touching the HTTP code. Semantics of read(2)/write(2) on a
+ * nonblocking fd: >0 bytes, 0 = EOF (read), -1 with errno (EAGAIN = retry
+ * when the fd is ready). */
+typedef struct net_io_ops {
+  ssize_t (*read)(net_conn *c, void *buf, size_t len);
+  ssize_t (*write)(net_conn *c, const void *buf, size_t len);
+} net_io_ops;
+
 /* One HTTP/2 stream carrying a gRPC call. */
 typedef struct net_stream {
   net_conn *conn;
@@ -88,6 +98,7 @@ struct net_conn {
   uint32_t slot;
   uint32_t gen;
   int fd;
+  const net_io_ops *io;
   conn_proto proto;
   nghttp2_session *h2;
   net_stream *streams;       /* live streams (nghttp2 user data), for teardown */
@@ -101,6 +112,8 @@ struct net_conn {
   bool closing;              /* close at the end of the turn */
   bool h1_busy;              /* an HTTP/1.1 request awaits its reply */
   bool h1_keep_alive;
+  bool h1_head;              /* the pending request is HEAD: reply without body */
+  bool h1_continue_sent;     /* "100 Continue" sent for the request being read */
   net_conn *next_dirty;
 };
 
@@ -119,6 +132,7 @@ struct net_loop {
   net_stream *free_streams;  /* recycled stream structs */
   uint32_t n_free_streams;
   uint8_t *rdbuf;            /* NET_READ_CHUNK bytes */
+  struct http1_req *h1req;   /* parse scratch (big: not on the stack) */
   nghttp2_session_callbacks *h2cbs;
   nghttp2_option *h2opt;
 };

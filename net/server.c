@@ -168,6 +168,15 @@ static int listen_one(const char *addr, uint16_t *port, bool reuseport, char *er
 
 /* ---- connections --------------------------------------------------------- */
 
+static ssize_t plain_read(net_conn *c, void *buf, size_t len) { return read(c->fd, buf, len); }
+static ssize_t plain_write(net_conn *c, const void *buf, size_t len) {
+  return send(c->fd, buf, len, MSG_NOSIGNAL);
+}
+static const net_io_ops net_io_plain = {plain_read, plain_write};
+
+/* The loop this thread runs, if any: net_post to one's own loop must not wait. */
+static __thread net_loop *tl_loop;
+
 static void conn_set_events(net_conn *c) {
   net_server *s = c->loop->srv;
   /* Only output the socket refused counts: bytes queued on streams wait for
@@ -231,7 +240,9 @@ static void loop_accept(net_loop *loop, int lfd) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     net_conn *c = &loop->conns[loop->free_slots[--loop->n_free]];
     c->fd = fd;
+    c->io = &net_io_plain;
     c->proto = CONN_DETECT;
+    c->h1_head = c->h1_continue_sent = false;
     c->h2 = NULL;
     c->streams = NULL;
     c->stream_out_bytes = 0;
@@ -263,15 +274,20 @@ static void h1_error(net_conn *c, int status) {
 
 static void h1_process(net_conn *c) {
   net_server *s = c->loop->srv;
-  http1_req *req = malloc(sizeof(*req));
-  if (!req) {
-    net_conn_close(c);
-    return;
-  }
+  http1_req *req = c->loop->h1req;
   while (!c->h1_busy && !c->close_after_write && !c->closing && net_buf_pending(&c->rbuf) > 0) {
     http1_status st = http1_parse(c->rbuf.p + c->rbuf.off, net_buf_pending(&c->rbuf),
                                   s->cfg.max_http1_body_bytes, req);
-    if (st == HTTP1_NEED_MORE) break;
+    if (st == HTTP1_NEED_MORE) {
+      /* Like Go's net/http: curl waits for this before sending a body. */
+      if (req->expect_continue && !c->h1_continue_sent) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        net_buf_append(&c->wbuf, cont, sizeof(cont) - 1);
+        c->h1_continue_sent = true;
+        net_conn_mark_dirty(c);
+      }
+      break;
+    }
     if (st != HTTP1_OK) {
       h1_error(c, -(int)st);
       break;
@@ -283,6 +299,8 @@ static void h1_process(net_conn *c) {
         .body = req->body, .body_len = req->body_len, .keep_alive = req->keep_alive};
     c->h1_busy = true;
     c->h1_keep_alive = req->keep_alive;
+    c->h1_head = strcmp(req->method, "HEAD") == 0;
+    c->h1_continue_sent = false;
     if (s->h.on_http) {
       s->h.on_http(s->h.app, c->loop, &r);
     } else {
@@ -290,7 +308,6 @@ static void h1_process(net_conn *c) {
     }
     net_buf_consume(&c->rbuf, req->consumed);
   }
-  free(req);
 }
 
 void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
@@ -309,7 +326,7 @@ void net_http_reply(net_loop *loop, net_call call, int status, const char *conte
   net_buf_append(&c->wbuf, head, (size_t)n);
   if (extra_headers) net_buf_append(&c->wbuf, extra_headers, strlen(extra_headers));
   net_buf_append(&c->wbuf, "\r\n", 2);
-  if (len) net_buf_append(&c->wbuf, body, len);
+  if (len && !c->h1_head) net_buf_append(&c->wbuf, body, len);
   c->h1_busy = false;
   if (!c->h1_keep_alive) c->close_after_write = true;
   net_conn_mark_dirty(c);
@@ -358,7 +375,7 @@ static int conn_input(net_conn *c, const uint8_t *data, size_t len) {
 static void conn_readable(net_conn *c) {
   net_loop *loop = c->loop;
   for (int i = 0; i < NET_READS_PER_TURN && !c->closing && !c->close_after_write; i++) {
-    ssize_t n = read(c->fd, loop->rdbuf, NET_READ_CHUNK);
+    ssize_t n = c->io->read(c, loop->rdbuf, NET_READ_CHUNK);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
       net_conn_close(c);
       return;
@@ -378,7 +395,7 @@ static void conn_readable(net_conn *c) {
 /* Writes what is buffered; returns -1 on a dead socket. */
 static int conn_write(net_conn *c) {
   while (net_buf_pending(&c->wbuf) > 0) {
-    ssize_t n = write(c->fd, c->wbuf.p + c->wbuf.off, net_buf_pending(&c->wbuf));
+    ssize_t n = c->io->write(c, c->wbuf.p + c->wbuf.off, net_buf_pending(&c->wbuf));
     if (n < 0) {
       if (errno == EINTR) continue;
       return errno == EAGAIN ? 0 : -1;
@@ -461,6 +478,7 @@ static void *loop_main(void *arg) {
   net_loop *loop = arg;
   net_server *s = loop->srv;
   struct epoll_event evs[NET_EPOLL_EVENTS];
+  tl_loop = loop;
   if (s->h.on_loop_start) s->h.on_loop_start(s->h.app, loop, loop->index);
   while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
     bool slept = false;
@@ -536,7 +554,9 @@ static int loop_init(net_server *s, net_loop *loop, uint32_t index, char *err, s
   loop->conns = calloc(loop->n_slots, sizeof(net_conn));
   loop->free_slots = malloc(loop->n_slots * sizeof(uint32_t));
   loop->rdbuf = malloc(NET_READ_CHUNK);
+  loop->h1req = malloc(sizeof(http1_req));
   if (loop->epfd < 0 || !loop->lfds || !loop->conns || !loop->free_slots || !loop->rdbuf ||
+      !loop->h1req ||
       mailbox_init(&loop->mb, s->cfg.mailbox_slots) != 0 || net_h2_loop_init(loop) != 0) {
     snprintf(err, err_len, "net: loop init: out of memory");
     return -1;
@@ -585,6 +605,7 @@ static void loop_free(net_server *s, net_loop *loop) {
   free(loop->conns);
   free(loop->free_slots);
   free(loop->rdbuf);
+  free(loop->h1req);
 }
 
 static void apply_defaults(net_config *c) {
@@ -671,7 +692,9 @@ void net_server_stop(net_server *s) {
 
 int net_post(net_server *s, uint32_t loop_index, void *msg) {
   if (loop_index >= s->n_loops || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) return -1;
-  mailbox_push(&s->loops[loop_index].mb, msg);
+  net_loop *loop = &s->loops[loop_index];
+  if (tl_loop == loop) return mailbox_try_push(&loop->mb, msg) ? 0 : -1; /* waiting = deadlock */
+  mailbox_push(&loop->mb, msg);
   return 0;
 }
 

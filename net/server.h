@@ -172,9 +172,12 @@ int net_server_start(const net_config *cfg, const net_handlers *h,
 void net_server_stop(net_server *s);
 
 /* --- any thread ----------------------------------------------------------- */
-/* Posts msg to loop loop_index's mailbox; on_post receives it. Waits with
- * backoff while the mailbox is full. Returns 0, or -1 if loop_index is out
- * of range or the server is stopping (msg not taken). */
+/* Posts msg to loop loop_index's mailbox; on_post receives it (in a later
+ * turn, FIFO per producer). Waits with backoff while the mailbox is full,
+ * except when called on that loop's own thread: then a full mailbox returns
+ * -1 at once (waiting would deadlock). Returns 0, or -1 if loop_index is out
+ * of range, the server is stopping, or (own loop) the mailbox is full; on -1
+ * the caller still owns msg. */
 int net_post(net_server *s, uint32_t loop_index, void *msg);
 uint32_t net_loop_count(const net_server *s);
 /* Port actually bound for cfg->listen[listen_index] (useful with port 0). */

@@ -827,6 +827,8 @@ static void test_bidi_stream(void) {
   CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST), gone0 + 2);
 }
 
+static size_t read_all(int fd, char *buf, size_t cap, int *eof);
+
 static size_t http_roundtrip(int fd, const char *req, char *out, size_t cap, int want_responses) {
   size_t got = 0;
   CU_ASSERT_EQUAL(write(fd, req, strlen(req)), (ssize_t)strlen(req));
@@ -860,6 +862,31 @@ static void test_http1(void) {
                       "X-Test: 1\r\n\r\nhello GET /health 0";
   CU_ASSERT_TRUE(strstr(out, want1) == out);
   CU_ASSERT_PTR_NOT_NULL(strstr(out, "hello POST /v3/kv/range 2"));
+  close(fd);
+
+  /* Expect: 100-continue, as curl sends for bodies over 1 KiB */
+  fd = connect_port(PORT);
+  const char *head = "PUT /v3/kv/put HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, head, strlen(head)), (ssize_t)strlen(head));
+  int eof;
+  read_all(fd, out, sizeof(out), &eof);
+  CU_ASSERT_STRING_EQUAL(out, "HTTP/1.1 100 Continue\r\n\r\n");
+  CU_ASSERT_EQUAL(write(fd, "abcde", 5), 5);
+  read_all(fd, out, sizeof(out), &eof);
+  CU_ASSERT_TRUE(strncmp(out, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "hello PUT /v3/kv/put 5"));
+  /* HEAD: the headers of the GET answer, no body */
+  const char *hd = "HEAD /h HTTP/1.1\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, hd, strlen(hd)), (ssize_t)strlen(hd));
+  read_all(fd, out, sizeof(out), &eof);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "Content-Length: 15\r\n"));
+  CU_ASSERT_TRUE(strlen(out) > 4 && strcmp(out + strlen(out) - 4, "\r\n\r\n") == 0);
+  /* chunked bodies are refused with 411 and the connection closes */
+  const char *ch = "POST /v3/kv/put HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, ch, strlen(ch)), (ssize_t)strlen(ch));
+  read_all(fd, out, sizeof(out), &eof);
+  CU_ASSERT_TRUE(strncmp(out, "HTTP/1.1 411 Length Required\r\n", 30) == 0);
+  CU_ASSERT_TRUE(eof);
   close(fd);
 }
 
