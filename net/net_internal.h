@@ -147,7 +147,8 @@ struct net_server {
   net_loop *loops;
   uint32_t n_loops;
   uint16_t *ports;           /* per listen address */
-  int stopping;
+  int stopping;              /* set once by net_server_stop */
+  int posting;               /* producers inside net_post */
   uint32_t conns_per_loop;
 };
 

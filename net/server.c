@@ -33,6 +33,7 @@
 #include "net/server.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,6 +42,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "net/http1.h"
@@ -679,23 +681,46 @@ int net_server_start(const net_config *cfg, const net_handlers *h, net_server **
 
 void net_server_stop(net_server *s) {
   if (!s) return;
-  __atomic_store_n(&s->stopping, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&s->stopping, 1, __ATOMIC_SEQ_CST);
   for (uint32_t i = 0; i < s->n_loops; i++) {
     uint64_t one = 1;
     ssize_t n = write(mailbox_fd(&s->loops[i].mb), &one, sizeof(one));
     (void)n;
   }
   for (uint32_t i = 0; i < s->n_loops; i++) pthread_join(s->loops[i].thread, NULL);
+  while (__atomic_load_n(&s->posting, __ATOMIC_SEQ_CST) > 0) sched_yield();
   s->n_loops = s->cfg.loops; /* free every loop, even ones never started */
   server_free(s);
 }
 
+/* `posting` counts producers inside net_post, so net_server_stop can wait
+ * for them before freeing the mailboxes; a producer that arrives after
+ * `stopping` is set backs out without touching them. */
 int net_post(net_server *s, uint32_t loop_index, void *msg) {
-  if (loop_index >= s->n_loops || __atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) return -1;
+  if (loop_index >= s->cfg.loops) return -1;
   net_loop *loop = &s->loops[loop_index];
-  if (tl_loop == loop) return mailbox_try_push(&loop->mb, msg) ? 0 : -1; /* waiting = deadlock */
-  mailbox_push(&loop->mb, msg);
-  return 0;
+  int rc = 0;
+  __atomic_fetch_add(&s->posting, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&s->stopping, __ATOMIC_SEQ_CST)) {
+    rc = -1;
+  } else if (tl_loop == loop) {
+    rc = mailbox_try_push(&loop->mb, msg) ? 0 : -1; /* waiting would deadlock */
+  } else {
+    for (unsigned spins = 0; !mailbox_try_push(&loop->mb, msg); spins++) {
+      if (__atomic_load_n(&s->stopping, __ATOMIC_SEQ_CST)) {
+        rc = -1;
+        break;
+      }
+      if (spins < 64) {
+        sched_yield();
+      } else {
+        struct timespec ts = {0, 50 * 1000};
+        nanosleep(&ts, NULL);
+      }
+    }
+  }
+  __atomic_fetch_sub(&s->posting, 1, __ATOMIC_SEQ_CST);
+  return rc;
 }
 
 uint32_t net_loop_count(const net_server *s) { return s->n_loops; }

@@ -167,7 +167,8 @@ int net_server_start(const net_config *cfg, const net_handlers *h,
  * loop's mailbox to on_post (replies to dead calls are dropped; without
  * on_post they are free()d), then runs on_loop_stop on each loop thread.
  * Posts that race with the stop are given to on_post from the stopping
- * thread. Not from a loop thread; no net_post after it returns. NULL is a
+ * thread or refused (-1); a producer blocked on a full mailbox is released
+ * with -1. Not from a loop thread; no net_post after it returns. NULL is a
  * no-op. */
 void net_server_stop(net_server *s);
 
@@ -177,7 +178,8 @@ void net_server_stop(net_server *s);
  * except when called on that loop's own thread: then a full mailbox returns
  * -1 at once (waiting would deadlock). Returns 0, or -1 if loop_index is out
  * of range, the server is stopping, or (own loop) the mailbox is full; on -1
- * the caller still owns msg. */
+ * the caller still owns msg. Safe to call concurrently with net_server_stop,
+ * not after it returned. */
 int net_post(net_server *s, uint32_t loop_index, void *msg);
 uint32_t net_loop_count(const net_server *s);
 /* Port actually bound for cfg->listen[listen_index] (useful with port 0). */
