@@ -237,6 +237,7 @@ static int open_db(mvcc *m, const char *dir, const mvcc_options *opt, char *err,
   leveldb_options_set_cache(m->opt, m->cache);
   leveldb_options_set_filter_policy(m->opt, m->filter);
   leveldb_options_set_write_buffer_size(m->opt, wbuf);
+  leveldb_options_set_compression(m->opt, leveldb_no_compression);
   m->ropt = leveldb_readoptions_create();
   m->wopt = leveldb_writeoptions_create();
   leveldb_writeoptions_set_sync(m->wopt, 0);
@@ -429,4 +430,57 @@ int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
                         Etcdserverpb__RangeResponse *resp, arena *a) {
   range_view v = {idx_writer_node(m->index), m->wrev, m->wcompact, true};
   return range_run(m, &v, req, resp, a);
+}
+
+/* --- history ------------------------------------------------------------ */
+
+int mvcc_changes(mvcc *m, int64_t from_rev, int64_t to_rev, mvcc_change_fn fn, void *arg) {
+  rcu_read_lock();
+  const idx_root *root = idx_reader_root(m->index);
+  int64_t last = to_rev <= 0 || to_rev > root->rev ? root->rev : to_rev;
+  int rc = from_rev < root->compact_rev ? -CETCD_E_COMPACTED : 0;
+  leveldb_iterator_t *it = rc ? NULL : leveldb_create_iterator(m->db, m->ropt);
+  uint8_t start[REV_KEY_BYTES_MAX];
+  size_t slen = rev_key_encode(start, (rev_pair){from_rev > 0 ? from_rev : 0, 0}, false);
+  for (it ? leveldb_iter_seek(it, (const char *)start, slen) : (void)0; it && leveldb_iter_valid(it);
+       leveldb_iter_next(it)) {
+    size_t klen, vlen;
+    const uint8_t *kb = (const uint8_t *)leveldb_iter_key(it, &klen);
+    rev_pair r;
+    bool tomb;
+    if (rev_key_decode(kb, klen, &r, &tomb) || r.main > last) break;
+    const uint8_t *vb = (const uint8_t *)leveldb_iter_value(it, &vlen);
+    Mvccpb__KeyValue *kv = mvccpb__key_value__unpack(NULL, vlen, vb);
+    if (!kv) {
+      rc = -CETCD_E_CORRUPT;
+      break;
+    }
+    if (tomb) kv->mod_revision = r.main;
+    bool more = fn(arg, tomb ? MVCCPB__EVENT__EVENT_TYPE__DELETE : MVCCPB__EVENT__EVENT_TYPE__PUT, kv);
+    mvccpb__key_value__free_unpacked(kv, NULL);
+    if (!more) break;
+  }
+  if (it) leveldb_iter_destroy(it);
+  /* records below a compaction that overtook the walk may be missing */
+  if (!rc && from_rev < idx_compact_rev(m->index)) rc = -CETCD_E_COMPACTED;
+  rcu_read_unlock();
+  return rc;
+}
+
+typedef struct leased_ctx {
+  int64_t at;
+  mvcc_leased_key_fn fn;
+  void *arg;
+} leased_ctx;
+
+static bool leased_one(void *arg, const idx_key *k) {
+  leased_ctx *c = arg;
+  const idx_rev *r = idx_key_at(k, c->at);
+  if (r && r->lease) c->fn(c->arg, r->lease, k->key, k->len);
+  return true;
+}
+
+void mvcc_for_each_leased_key(mvcc *m, mvcc_leased_key_fn fn, void *arg) {
+  leased_ctx c = {m->wrev, fn, arg};
+  idx_range(idx_writer_node(m->index), NULL, 0, NULL, 0, leased_one, &c);
 }

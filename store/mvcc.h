@@ -11,7 +11,10 @@
  * Threads. One writer: the apply actor calls the write functions, between
  * mvcc_batch_begin() and mvcc_batch_commit(). Readers: any thread registered
  * with liburcu (rcu_register_thread) may call mvcc_range() at any time; it
- * never blocks on the writer and sees only committed batches.
+ * never blocks on the writer and sees only committed batches. The writer, and
+ * the thread that calls mvcc_open/mvcc_close, must be registered with liburcu
+ * too (call_rcu/synchronize_rcu need it) and must not hold rcu_read_lock
+ * when calling in.
  *
  * Durability. LevelDB writes are not synced: the WAL is the durability point.
  * mvcc_batch_commit() writes the batch's records and the consistent index in
@@ -99,6 +102,22 @@ uint64_t mvcc_leveldb_writes(const mvcc *m);
 
 /* --- read side: any RCU-registered thread ----------------------------------- */
 int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__RangeResponse *resp, arena *a);
+
+/* History, for watchers catching up: calls fn for every committed change
+ * with from_rev <= mod revision <= to_rev (to_rev <= 0: up to the current
+ * revision), in revision order, until fn returns false. A put's kv is the
+ * stored KeyValue; a delete's kv has only key and mod_revision, as in etcd's
+ * watch events. kv is valid during the call only. prev_kv is not provided:
+ * read it with mvcc_range at mod_revision - 1. Returns CETCD_E_COMPACTED if
+ * from_rev < the compact revision (etcd's rule for a watch start revision),
+ * else 0. The whole walk holds rcu_read_lock: keep fn short. */
+typedef bool (*mvcc_change_fn)(void *arg, int type, const Mvccpb__KeyValue *kv);
+int mvcc_changes(mvcc *m, int64_t from_rev, int64_t to_rev, mvcc_change_fn fn, void *arg);
+
+/* Writer thread (e.g. right after mvcc_open, to rebuild lease attachments):
+ * calls fn for every existing key that has a lease. */
+typedef void (*mvcc_leased_key_fn)(void *arg, int64_t lease, const uint8_t *key, size_t key_len);
+void mvcc_for_each_leased_key(mvcc *m, mvcc_leased_key_fn fn, void *arg);
 
 /* --- request validation, as etcd's gRPC layer does it before proposing -------
  * Pure functions; max_txn_ops is --max-txn-ops. */

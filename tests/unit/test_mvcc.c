@@ -346,6 +346,13 @@ static int attached[16], detached[16];
 static void lease_attach(void *arg, int64_t id, const uint8_t *k, size_t n) { (void)arg, (void)k, (void)n; attached[id]++; }
 static void lease_detach(void *arg, int64_t id, const uint8_t *k, size_t n) { (void)arg, (void)k, (void)n; detached[id]++; }
 
+static int nleased;
+static void on_leased(void *arg, int64_t lease, const uint8_t *k, size_t n) {
+  (void)arg;
+  if (lease == 8 && n == 1 && k[0] == 'l') nleased++;
+  else nleased += 100;
+}
+
 static void test_put_options(void) {
   fresh();
   Mvccpb__KeyValue *pkv = (void *)1;
@@ -375,6 +382,9 @@ static void test_put_options(void) {
   CU_ASSERT(detached[7] == 1 && attached[7] == 2);
   CU_ASSERT(put_ex("l", "z", 8, false, false, false, NULL) == 7);
   CU_ASSERT(detached[7] == 2 && attached[8] == 1);
+  nleased = 0;
+  mvcc_for_each_leased_key(M, on_leased, NULL);
+  CU_ASSERT(nleased == 1);
   CU_ASSERT(del("l") == 8);
   CU_ASSERT(detached[8] == 1);
   done();
@@ -854,6 +864,41 @@ static void test_events(void) {
   done();
 }
 
+/* ===== history ============================================================= */
+
+static bool on_change(void *arg, int type, const Mvccpb__KeyValue *kv) {
+  char *log = arg, buf[64];
+  snprintf(buf, sizeof(buf), "%s%s %.*s@%lld/v%lld", log[0] ? "," : "", type == MVCCPB__EVENT__EVENT_TYPE__PUT ? "P" : "D",
+           (int)kv->key.len, (char *)kv->key.data, (long long)kv->mod_revision, (long long)kv->version);
+  strcat(log, buf);
+  return strlen(log) < 200;
+}
+
+static void test_changes(void) {
+  fresh();
+  scenario();
+  char log[512] = "";
+  CU_ASSERT(mvcc_changes(M, 3, 7, on_change, log) == 0);
+  CU_ASSERT_STRING_EQUAL(log, "P b@3/v1,P c@4/v1,P a@5/v2,P d@6/v1,D c@7/v0");
+  log[0] = 0;
+  CU_ASSERT(mvcc_changes(M, 7, 0, on_change, log) == 0);
+  CU_ASSERT_STRING_EQUAL(log, "D c@7/v0,P c@8/v1");
+  /* one txn: one revision, changes in sub-revision order */
+  Etcdserverpb__RequestOp **s = arena_alloc(&A, 2 * sizeof(*s));
+  s[0] = OP_PUT("z", "1", false);
+  s[1] = OP_DEL("a", B(NULL), false);
+  CU_ASSERT(txn(TXN(0, NULL, 2, s, 0, NULL)) == 0 && H.revision == 9);
+  log[0] = 0;
+  CU_ASSERT(mvcc_changes(M, 9, 9, on_change, log) == 0);
+  CU_ASSERT_STRING_EQUAL(log, "P z@9/v1,D a@9/v0");
+  CU_ASSERT(compact(5) == 9);
+  log[0] = 0;
+  CU_ASSERT(mvcc_changes(M, 4, 0, on_change, log) == -CETCD_E_COMPACTED);
+  CU_ASSERT(mvcc_changes(M, 5, 6, on_change, log) == 0);
+  CU_ASSERT_STRING_EQUAL(log, "P a@5/v2,P d@6/v1");
+  done();
+}
+
 int main(void) {
   rcu_register_thread();
   CU_initialize_registry();
@@ -874,6 +919,7 @@ int main(void) {
   CU_add_test(s, "reopen", test_reopen);
   CU_add_test(s, "batch = one write", test_batch_one_write);
   CU_add_test(s, "events", test_events);
+  CU_add_test(s, "history (mvcc_changes)", test_changes);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned fails = CU_get_number_of_failures();
