@@ -128,6 +128,8 @@ run_round() {
   errs=$(echo "$out" | json_num errors)
   scpu=$(echo "$out" | json_num cpu_secs)
   bcpu=$(echo "$out" | json_num bench_cpu_ms_per_1000)
+  # null (too few samples, or no successes) or unreadable -> 0 / -1
+  rps=${rps:-0} p99=${p99:-0} hwm=${hwm:--1} errs=${errs:-0} scpu=${scpu:--1} bcpu=${bcpu:-0}
   printf '  %-6s %12.1f req/s  p99 %8.2f ms  peak RSS %8.1f MiB  errors %s  server CPU %.2f s  bench CPU %.2f ms/1000 req\n' \
     "$name" "$rps" "$(calc "$p99*1000")" "$(calc "$hwm/1024")" "$errs" "$scpu" "$bcpu"
   if [ "$errs" != "0" ]; then

@@ -222,7 +222,11 @@ void bench_report_json(const bench_cfg *cfg, bench_result *res) {
   printf("],\"total_secs\":%.6f,\"requests_per_sec\":%.4f,", res->wall_s, s.rps);
   printf("\"latency_secs\":{\"fastest\":%.6f,\"slowest\":%.6f,\"average\":%.6f,\"stddev\":%.6f",
          s.fastest, s.slowest, s.average, s.stddev);
-  for (size_t i = 0; i < N_PCTLS; i++) printf(",\"p%g\":%.6f", pctls[i], s.pct[i]);
+  /* A percentile too fine for the sample count is null, not 0. */
+  for (size_t i = 0; i < N_PCTLS; i++) {
+    if (s.pct[i] > 0) printf(",\"p%g\":%.6f", pctls[i], s.pct[i]);
+    else printf(",\"p%g\":null", pctls[i]);
+  }
   printf("},\"bench_cpu_secs\":%.4f,\"bench_cpu_ms_per_1000\":%.4f", cpu,
          res->issued > 0 ? cpu * 1e6 / (double)res->issued : 0.0);
   if (cfg->server_pid) {
