@@ -101,7 +101,7 @@ struct raft {
     /* incoming snapshot being assembled from chunks */
     raft_snapshot_meta in_meta;
     uint8_t *in_buf;
-    uint64_t in_total, in_have;
+    uint64_t in_total, in_have, in_cap;
     bool in_active;
     bool snap_pending_ready;    /* a restored snapshot waits for ready */
     raft_snapshot ready_snap;

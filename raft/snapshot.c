@@ -78,6 +78,7 @@ static void restore(raft *r)
     raft_log_reset(r, meta->index, meta->term);
     raft_snap_set(r, meta, r->in_buf, (size_t)r->in_total, &raft_owner_malloc);
     r->in_buf = NULL;
+    r->in_cap = 0;
     r->in_active = false;
     r->commit = meta->index;
     r->applied = meta->index;
@@ -103,12 +104,9 @@ void raft_handle_snap(raft *r, const raft_msg *m)
     }
     if (m->snap_offset == 0) {
         free(r->in_buf);
-        r->in_buf = malloc(m->snap_total ? (size_t)m->snap_total : 1);
-        if (!r->in_buf) {
-            r->in_active = false;
-            r->nomem = true;
-            return;
-        }
+        r->in_buf = NULL;
+        r->in_cap = 0;
+        r->in_cap = 0;
         r->in_meta = *sm;
         r->in_total = m->snap_total;
         r->in_have = 0;
@@ -121,6 +119,22 @@ void raft_handle_snap(raft *r, const raft_msg *m)
         snap_resp(r, m, same ? r->in_have : 0, true);
         return;
     }
+    if (r->in_have + m->snap_len > r->in_cap || !r->in_buf) {
+        /* grow with the data actually received, never by what the sender
+         * claims the total is */
+        uint64_t cap = r->in_cap ? r->in_cap : 4096;
+        while (cap < r->in_have + m->snap_len)
+            cap *= 2;
+        if (cap > r->in_total)
+            cap = r->in_total ? r->in_total : 1;
+        uint8_t *nb = cap <= SIZE_MAX ? realloc(r->in_buf, (size_t)cap) : NULL;
+        if (!nb) {
+            r->nomem = true;
+            return;
+        }
+        r->in_buf = nb;
+        r->in_cap = cap;
+    }
     if (m->snap_len)
         memcpy(r->in_buf + r->in_have, m->snap_data, m->snap_len);
     r->in_have += m->snap_len;
@@ -132,6 +146,7 @@ void raft_handle_snap(raft *r, const raft_msg *m)
     if (raft_log_term(r, sm->index) == sm->term && sm->index <= r->last_index) {
         free(r->in_buf);
         r->in_buf = NULL;
+        r->in_cap = 0;
         r->in_active = false;
         r->commit = sm->index;
         if (sm->index > r->ack_limit)
