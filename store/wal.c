@@ -768,6 +768,8 @@ int wal_append(wal *w, uint8_t type, uint64_t index, const void *data, size_t le
   if (!type_valid(type) || len > WAL_RECORD_DATA_MAX)
     return -EINVAL;
   size_t need = wal_record_bytes(len);
+  if (need > WAL_PENDING_BYTES_MAX - w->buf_len)
+    return -ENOBUFS;
   if (w->buf_cap - w->buf_len < need) {
     size_t cap = w->buf_cap ? w->buf_cap : 4096;
     while (cap - w->buf_len < need)

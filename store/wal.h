@@ -98,8 +98,9 @@ int wal_open(const char *dir, const wal_options *opt, wal_replay_fn fn, void *ar
 void wal_close(wal *w);
 
 /* Buffers one record (copied). Returns 0, -ENOMEM, -EINVAL (len above
- * WAL_RECORD_DATA_MAX or a type outside enum wal_rec_type), or the sticky
- * error of an earlier failed wal_sync. */
+ * WAL_RECORD_DATA_MAX or a type outside enum wal_rec_type), -ENOBUFS (more
+ * than WAL_PENDING_BYTES_MAX buffered: sync first), or the sticky error of an
+ * earlier failed wal_sync. */
 int wal_append(wal *w, uint8_t type, uint64_t index, const void *data, size_t len);
 /* Writes everything buffered and fdatasyncs once: one pwritev + one fdatasync
  * per segment touched (a batch that crosses into a new segment also pays the
@@ -122,6 +123,8 @@ size_t wal_segment_count(const wal *w);
 /* A len field above this is damage, not a record: 64 MiB. */
 #define WAL_RECORD_LEN_MAX (64u << 20)
 #define WAL_RECORD_DATA_MAX (WAL_RECORD_LEN_MAX - 9u)
+/* Bytes wal_append may buffer between two wal_sync calls: 256 MiB. */
+#define WAL_PENDING_BYTES_MAX ((size_t)256 << 20)
 
 enum wal_decode_status {
   WAL_DECODE_OK = 0,

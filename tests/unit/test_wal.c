@@ -614,6 +614,17 @@ static void test_big_record(void) {
   CU_ASSERT_EQUAL(wal_sync(w), 0);
   CU_ASSERT_EQUAL(wal_append(w, WAL_REC_ENTRY, 4, big, WAL_RECORD_DATA_MAX + 1), -EINVAL);
   CU_ASSERT_EQUAL(wal_append(w, 0, 4, big, 1), -EINVAL);
+  /* the pending-bytes limit: 32 x 8 MiB fills it, the next record is refused */
+  uint8_t *huge = calloc(1, 8u << 20);
+  CU_ASSERT_FATAL(huge != NULL);
+  int rc = 0, ok = 0;
+  while ((rc = wal_append(w, WAL_REC_ENTRY, 4, huge, (8u << 20) - 17)) == 0)
+    ok++;
+  CU_ASSERT_EQUAL(rc, -ENOBUFS);
+  CU_ASSERT_EQUAL(ok, 32);
+  free(huge);
+  wal_close(w); /* drops the unsynced 256 MiB */
+  CU_ASSERT_FATAL(wal_open(dir, &o, NULL, NULL, &w, err, sizeof(err)) == 0);
   wal_close(w);
   replay p = {0};
   CU_ASSERT_FATAL(wal_open(dir, &o, collect, &p, &w, err, sizeof(err)) == 0);
@@ -1069,6 +1080,30 @@ static void test_replay_callback_stops(void) {
   free(dir);
 }
 
+/* A crash while a segment is being created leaves `<name>.wal.tmp`: ignored
+ * and removed at open. */
+static void test_stale_tmp(void) {
+  char *dir = tmpdir();
+  build_log(dir, 10);
+  char tmp[PATH_MAX];
+  snprintf(tmp, sizeof(tmp), "%s/0000000000000001-000000000000000b.wal.tmp", dir);
+  uint8_t junk[100];
+  payload(5, junk, sizeof(junk));
+  write_file(tmp, junk, sizeof(junk));
+  wal_options o = opts(4096, NULL, NULL);
+  char err[512];
+  replay p = {0};
+  wal *w;
+  CU_ASSERT_FATAL(wal_open(dir, &o, collect, &p, &w, err, sizeof(err)) == 0);
+  CU_ASSERT(entries_are(&p, 10, 100));
+  CU_ASSERT(access(tmp, F_OK) != 0);
+  CU_ASSERT_EQUAL(wal_segment_count(w), 1u);
+  wal_close(w);
+  replay_free(&p);
+  rmdir_all(dir);
+  free(dir);
+}
+
 static void test_lock(void) {
   char *dir = tmpdir();
   char sub[PATH_MAX];
@@ -1109,6 +1144,7 @@ int main(void) {
   CU_add_test(s, "release", test_release);
   CU_add_test(s, "reopen_cycles", test_reopen_cycles);
   CU_add_test(s, "lock", test_lock);
+  CU_add_test(s, "stale_tmp", test_stale_tmp);
   CU_add_test(s, "replay_callback_stops", test_replay_callback_stops);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
