@@ -27,7 +27,8 @@ enum {
   NET_H2_CONN_WINDOW = 16 * 1024 * 1024,  /* connection receive window */
   NET_H2_MAX_HEADER_LIST = 64 * 1024,     /* per request header block */
   NET_PATH_MAX = 1024,
-  NET_EPOLL_EVENTS = 256
+  NET_EPOLL_EVENTS = 256,
+  NET_ACCEPT_PAUSE_MS = 100                /* listeners unwatched after EMFILE & co */
 };
 
 /* A growable byte buffer with a read offset (data is p[off..len)). */
@@ -128,6 +129,7 @@ struct net_loop {
   uint32_t n_slots;
   uint32_t *free_slots;      /* stack of free slot indexes */
   uint32_t n_free;
+  bool accept_paused;        /* listeners out of epoll (EMFILE); see loop_pause_accept */
   net_conn *dirty;           /* connections to flush this turn */
   net_stream *free_streams;  /* recycled stream structs */
   uint32_t n_free_streams;

@@ -230,10 +230,34 @@ static void conn_teardown(net_conn *c) {
   loop->free_slots[loop->n_free++] = c->slot;
 }
 
+/* Out of fds: stop watching the listeners for NET_ACCEPT_PAUSE_MS rather
+ * than spin on a socket that stays readable (the backlog waits in the
+ * kernel meanwhile). */
+static void loop_pause_accept(net_loop *loop) {
+  if (loop->accept_paused) return;
+  for (size_t i = 0; i < loop->srv->cfg.n_listen; i++) {
+    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, loop->lfds[i], NULL);
+  }
+  loop->accept_paused = true;
+}
+
+static void loop_resume_accept(net_loop *loop) {
+  for (size_t i = 0; i < loop->srv->cfg.n_listen; i++) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_LISTEN, i)};
+    epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->lfds[i], &ev);
+  }
+  loop->accept_paused = false;
+}
+
 static void loop_accept(net_loop *loop, int lfd) {
   for (;;) {
     int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return; /* EAGAIN, or EMFILE & co: try again next turn */
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        loop_pause_accept(loop); /* level-triggered: would spin otherwise */
+      }
+      return;
+    }
     if (loop->n_free == 0) { /* the connection limit */
       close(fd);
       continue;
@@ -487,10 +511,11 @@ static void *loop_main(void *arg) {
     int timeout = 0;
     if (!loop->dirty && mailbox_prepare_sleep(&loop->mb)) {
       slept = true;
-      timeout = -1;
+      timeout = loop->accept_paused ? NET_ACCEPT_PAUSE_MS : -1;
     }
     int n = epoll_wait(loop->epfd, evs, NET_EPOLL_EVENTS, timeout);
     if (slept) mailbox_wake_done(&loop->mb);
+    if (loop->accept_paused && (n == 0 || loop->n_free > 0)) loop_resume_accept(loop);
     for (int i = 0; i < n; i++) loop_handle(loop, &evs[i]);
     loop_drain_mailbox(loop, 65536);
     if (s->h.on_turn_end) s->h.on_turn_end(s->h.app, loop);
@@ -498,7 +523,13 @@ static void *loop_main(void *arg) {
   }
   for (uint32_t i = 0; i < loop->n_slots; i++) {
     net_conn *c = &loop->conns[i];
-    if (c->proto != CONN_FREE) conn_teardown(c);
+    if (c->proto == CONN_FREE) continue;
+    if (c->proto == CONN_H2 && c->h2) { /* GOAWAY(NO_ERROR): clients retry elsewhere */
+      nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+      net_h2_send(c);
+      conn_write(c);
+    }
+    conn_teardown(c);
   }
   loop_drain_mailbox(loop, UINT32_MAX); /* replies to dead calls are dropped */
   loop->dirty = NULL;

@@ -394,6 +394,8 @@ typedef struct tcli {
   int eof;
   tsrc *srcs[2 * MAX_CALLS]; /* request bodies, freed by cli_close */
   int n_srcs;
+  int goaways;
+  uint32_t goaway_code;
 } tcli;
 
 static int connect_port(uint16_t port) {
@@ -452,6 +454,16 @@ static int c_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
   return 0;
 }
 
+static int c_on_frame(nghttp2_session *s, const nghttp2_frame *f, void *ud) {
+  (void)s;
+  tcli *c = ud;
+  if (f->hd.type == NGHTTP2_GOAWAY) {
+    c->goaways++;
+    c->goaway_code = f->goaway.error_code;
+  }
+  return 0;
+}
+
 static ssize_t c_read_src(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length,
                           uint32_t *flags, nghttp2_data_source *src, void *ud) {
   (void)s, (void)id, (void)ud;
@@ -475,6 +487,7 @@ static int cli_open(tcli *c, uint16_t port) {
   nghttp2_session_callbacks_set_on_header_callback(cb, c_on_header);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, c_on_data);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, c_on_close);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(cb, c_on_frame);
   nghttp2_session_client_new(&c->h2, cb, c);
   nghttp2_session_callbacks_del(cb);
   nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20}};
@@ -1079,6 +1092,65 @@ static void test_server_stream_flow_control(void) {
   cli_close(&c);
 }
 
+
+static void test_goaway_on_stop(void) {
+  uint16_t port = 0;
+  net_server *s = bare_start(4, &port);
+  CU_ASSERT_FATAL(s != NULL);
+  tcli *c = calloc(1, sizeof(*c));
+  CU_ASSERT_FATAL(cli_open(c, port) == 0);
+  uint8_t req[16];
+  size_t n = msg(req, "x");
+  tcall *k = call_once(c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 12);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "unknown service etcdserverpb.KV");
+  net_server_stop(s);
+  for (int i = 0; i < 100 && !c->eof; i++) cli_pump(c, 10);
+  CU_ASSERT_EQUAL(c->goaways, 1);
+  CU_ASSERT_EQUAL(c->goaway_code, NGHTTP2_NO_ERROR);
+  CU_ASSERT_TRUE(c->eof);
+  cli_close(c);
+  free(c);
+}
+
+/* Seeded junk on many connections: each gets closed or answered, the
+ * server keeps serving (and ASan builds see no memory error). */
+static void test_junk_storm(void) {
+  uint32_t seed = 12345;
+  uint8_t buf[4096];
+  for (int conn = 0; conn < 60; conn++) {
+    int fd = connect_port(PORT);
+    CU_ASSERT_FATAL(fd >= 0);
+    size_t n = 0;
+    if (conn % 3 != 2) { /* most speak HTTP/2 first, then junk */
+      memcpy(buf, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24);
+      n = 24;
+      if (conn % 3 == 1) { /* an empty SETTINGS first, then junk frames */
+        memcpy(buf + n, "\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9);
+        n += 9;
+      }
+    }
+    seed = seed * 1103515245u + 12345u;
+    size_t junk = 1 + (seed >> 16) % 3000;
+    for (size_t i = 0; i < junk; i++) {
+      seed = seed * 1103515245u + 12345u;
+      buf[n++] = (uint8_t)(seed >> 16);
+    }
+    ssize_t w = write(fd, buf, n);
+    CU_ASSERT_TRUE(w > 0);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    poll(&pf, 1, 20); /* HTTP/1 junk without a blank line just waits */
+    close(fd);
+  }
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  uint8_t req[16];
+  size_t n = msg(req, "alive");
+  tcall *k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  cli_close(&c);
+}
+
 static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
 static int suite_clean(void) {
   toy_stop();
@@ -1215,6 +1287,8 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "settings", test_max_streams_setting);
   CU_add_test(srv, "connection limit", test_conn_limit);
   CU_add_test(srv, "port in use", test_port_in_use);
+  CU_add_test(srv, "GOAWAY on stop", test_goaway_on_stop);
+  CU_add_test(srv, "junk storm", test_junk_storm);
   CU_add_test(srv, "header size limit", test_header_limit);
   CU_add_test(srv, "non-gRPC content-type", test_not_grpc);
   CU_basic_set_mode(CU_BRM_VERBOSE);
