@@ -11,7 +11,7 @@
 #define BENCH_ENDPOINTS_MAX 16
 #define BENCH_ERRS_MAX 64 /* distinct (status, message) pairs kept */
 
-typedef enum { BENCH_PUT, BENCH_RANGE } bench_scenario;
+typedef enum { BENCH_PUT, BENCH_RANGE, BENCH_TXN_PUT } bench_scenario;
 
 typedef struct bench_cfg {
   bench_scenario scenario;
@@ -28,6 +28,7 @@ typedef struct bench_cfg {
   int val_size;
   long key_space_size;
   int sequential_keys;
+  int txn_ops; /* txn-put: puts per transaction */
   /* range */
   const char *range_key;
   const char *range_end;

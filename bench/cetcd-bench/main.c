@@ -5,11 +5,13 @@
  *                                     --key-space-size N --sequential-keys --rate R]
  *   cetcd-bench [global flags] range KEY [END] [--total N --consistency l|s
  *                                     --limit N --count-only --rate R]
+ *   cetcd-bench [global flags] txn-put [--total N --txn-ops N --key-size B
+ *                                     --val-size B --key-space-size N --rate R]
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
  * --key-space-size, --sequential-keys, --rate, --consistency, --limit,
- * --count-only). Ours: --threads (event loops; default 1, since the server
+ * --count-only, --txn-ops). Ours: --threads (event loops; default 1, since the server
  * needs the machine's other core), --format text|json, --server-pid.
  * Flags may come before or after the command, as with cobra.
  */
@@ -22,11 +24,12 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: cetcd-bench [flags] put|range [KEY [END]]\n"
+          "usage: cetcd-bench [flags] put|txn-put|range [KEY [END]]\n"
           "\n"
           "Commands:\n"
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
+          "  txn-put        Benchmark txn-put\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
@@ -39,6 +42,7 @@ static void usage(FILE *f) {
           "  --val-size N           value size of put request (default 8)\n"
           "  --key-space-size N     maximum possible keys (default 1)\n"
           "  --sequential-keys      use sequential keys\n"
+          "  --txn-ops N            txn-put: puts per transaction (default 1)\n"
           "  --consistency l|s      linearizable or serializable range (default l)\n"
           "  --limit N              maximum number of keys per range, 0 = no limit (default 0)\n"
           "  --count-only           only count keys\n"
@@ -49,7 +53,7 @@ static void usage(FILE *f) {
 enum {
   OPT_ENDPOINTS = 1000, OPT_CONNS, OPT_CLIENTS, OPT_THREADS, OPT_TOTAL, OPT_RATE, OPT_KEY_SIZE,
   OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
-  OPT_SERVER_PID, OPT_HELP,
+  OPT_SERVER_PID, OPT_TXN_OPS, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -68,6 +72,7 @@ static const struct option long_opts[] = {
     {"count-only", no_argument, NULL, OPT_COUNT_ONLY},
     {"format", required_argument, NULL, OPT_FORMAT},
     {"server-pid", required_argument, NULL, OPT_SERVER_PID},
+    {"txn-ops", required_argument, NULL, OPT_TXN_OPS},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -129,6 +134,7 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
     cfg->json = arg[0] == 'j';
     break;
   case OPT_SERVER_PID: cfg->server_pid = (int)parse_long("server-pid", arg, 1, 1 << 30); break;
+  case OPT_TXN_OPS: cfg->txn_ops = (int)parse_long("txn-ops", arg, 1, 100000); break;
   case OPT_HELP: usage(stdout); exit(0);
   default: usage(stderr); exit(2);
   }
@@ -142,6 +148,7 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
   cfg->total = 10000;
   cfg->key_size = cfg->val_size = 8;
   cfg->key_space_size = 1;
+  cfg->txn_ops = 1;
   int opt;
   while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     if (opt == 'h') opt = OPT_HELP;
@@ -151,6 +158,8 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
   char **pos = argv + optind;
   if (npos >= 1 && strcmp(pos[0], "put") == 0 && npos == 1) {
     cfg->scenario = BENCH_PUT;
+  } else if (npos == 1 && strcmp(pos[0], "txn-put") == 0) {
+    cfg->scenario = BENCH_TXN_PUT;
   } else if (npos >= 2 && npos <= 3 && strcmp(pos[0], "range") == 0) {
     cfg->scenario = BENCH_RANGE;
     cfg->range_key = pos[1];

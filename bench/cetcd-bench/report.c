@@ -190,6 +190,9 @@ static void json_params(const bench_cfg *cfg) {
     printf(",\"key_size\":%d,\"val_size\":%d,\"key_space_size\":%ld,\"sequential_keys\":%s",
            cfg->key_size, cfg->val_size, cfg->key_space_size,
            cfg->sequential_keys ? "true" : "false");
+  } else if (cfg->scenario == BENCH_TXN_PUT) {
+    printf(",\"key_size\":%d,\"val_size\":%d,\"key_space_size\":%ld,\"txn_ops\":%d",
+           cfg->key_size, cfg->val_size, cfg->key_space_size, cfg->txn_ops);
   } else {
     printf(",\"key\":");
     json_string(cfg->range_key);

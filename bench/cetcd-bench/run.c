@@ -45,7 +45,11 @@ typedef struct bench_client {
   double due; /* --rate: start slot */
   uint64_t rng;
   struct bench_client *wait_next;
-  uint8_t *key; /* key_size bytes (put) */
+  uint8_t *key; /* key_size bytes (put), key_size * txn_ops (txn-put) */
+  /* txn-put: the request's parts, built once per client */
+  Etcdserverpb__PutRequest *txn_puts;
+  Etcdserverpb__RequestOp *txn_ops;
+  Etcdserverpb__RequestOp **txn_op_ptrs;
 } bench_client;
 
 typedef struct bench_shared {
@@ -155,11 +159,28 @@ static void client_done(bench_client *c, int status, const char *message) {
 
 static void on_reply(void *ud, const cc_reply *r) { client_done(ud, r->status, r->message); }
 
+/* txn-put: txn_ops puts on consecutive keys, as etcd's tool builds them. */
+static int client_send_txn(bench_client *c) {
+  const bench_cfg *cfg = c->t->sh->cfg;
+  size_t ks = (size_t)cfg->key_size;
+  memset(c->key, 0, ks * (size_t)cfg->txn_ops);
+  for (int j = 0; j < cfg->txn_ops; j++) {
+    long k = (c->ticket * cfg->txn_ops + j) % cfg->key_space_size;
+    put_varint(c->key + ks * (size_t)j, ks, k);
+  }
+  Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+  req.n_success = (size_t)cfg->txn_ops;
+  req.success = c->txn_op_ptrs;
+  return cc_unary(c->conn, CC_PATH_TXN, &req.base, on_reply, c);
+}
+
 static void client_send(bench_client *c) {
   const bench_cfg *cfg = c->t->sh->cfg;
   int rv;
   c->start = now_s();
-  if (cfg->scenario == BENCH_PUT) {
+  if (cfg->scenario == BENCH_TXN_PUT) {
+    rv = client_send_txn(c);
+  } else if (cfg->scenario == BENCH_PUT) {
     long k = cfg->sequential_keys ? c->ticket % cfg->key_space_size
                                   : (long)(rng_next(&c->rng) % (uint64_t)cfg->key_space_size);
     memset(c->key, 0, (size_t)cfg->key_size);
@@ -279,6 +300,29 @@ static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
   return failed;
 }
 
+/* The txn-put request's parts; keys point into c->key, rewritten per txn. */
+static int client_setup_txn(bench_client *c, const bench_cfg *cfg, uint8_t *value) {
+  size_t n = (size_t)cfg->txn_ops;
+  c->txn_puts = calloc(n, sizeof *c->txn_puts);
+  c->txn_ops = calloc(n, sizeof *c->txn_ops);
+  c->txn_op_ptrs = calloc(n, sizeof *c->txn_op_ptrs);
+  if (!c->txn_puts || !c->txn_ops || !c->txn_op_ptrs) return -1;
+  for (size_t j = 0; j < n; j++) {
+    Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+    put.key.data = c->key + (size_t)cfg->key_size * j;
+    put.key.len = (size_t)cfg->key_size;
+    put.value.data = value;
+    put.value.len = (size_t)cfg->val_size;
+    c->txn_puts[j] = put;
+    Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+    op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+    op.request_put = &c->txn_puts[j];
+    c->txn_ops[j] = op;
+    c->txn_op_ptrs[j] = &c->txn_ops[j];
+  }
+  return 0;
+}
+
 static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
   int failed = 0;
   for (int i = 0; i < cfg->threads; i++) {
@@ -303,15 +347,22 @@ static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cf
     c->t = t;
     c->conn = t->conns[conn / cfg->threads];
     c->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
-    c->key = calloc(1, (size_t)cfg->key_size + 1);
+    c->key = calloc((size_t)cfg->txn_ops, (size_t)cfg->key_size + 1);
     if (!c->key) return -1;
+    if (cfg->scenario == BENCH_TXN_PUT && client_setup_txn(c, cfg, sh->value) != 0) return -1;
   }
   return 0;
 }
 
 static void threads_free(bench_thread *ts, int n) {
   for (int i = 0; i < n; i++) {
-    for (int j = 0; j < ts[i].n_clients; j++) free(ts[i].clients[j].key);
+    for (int j = 0; j < ts[i].n_clients; j++) {
+      bench_client *c = &ts[i].clients[j];
+      free(c->key);
+      free(c->txn_puts);
+      free(c->txn_ops);
+      free(c->txn_op_ptrs);
+    }
     free(ts[i].clients);
     free(ts[i].conns);
     cc_loop_free(ts[i].loop);

@@ -6,7 +6,7 @@
 # `cetcd-bench put` (2000 requests, 50 clients over 5 conns, 100 sequential
 # 8-byte keys, 256-byte values) must report 2000 ok and 0 errors, and
 # `etcdctl` must then count the 100 keys and see 256-byte values; `range`
-# runs (linearizable and serializable) must succeed. A dead endpoint must
+# runs (linearizable and serializable) and a txn-put run must succeed. A dead endpoint must
 # show up as counted Unavailable errors and exit status 1. Everything started is
 # stopped by pid; the temp dirs are removed.
 set -euo pipefail
@@ -102,6 +102,12 @@ check_server() {
     errs=$(echo "$out" | json_num errors)
     [ "$ok" = 500 ] && [ "$errs" = 0 ] || { echo "FAIL($name): range --consistency $c: ok=$ok errors=$errs"; return 1; }
   done
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --conns 2 --clients 10 --format json \
+    txn-put --total 200 --txn-ops 4 --key-space-size 800 --val-size 16) || true
+  echo "$out"
+  ok=$(echo "$out" | json_num ok)
+  errs=$(echo "$out" | json_num errors)
+  [ "$ok" = 200 ] && [ "$errs" = 0 ] || { echo "FAIL($name): txn-put: ok=$ok errors=$errs"; return 1; }
   # The text report carries etcd's summary shape.
   out=$(timeout 60 "$BENCH" --endpoints "$EP" put --total 200)
   for want in "Summary:" "Requests/sec:" "Response time histogram:" "Latency distribution:" "99% in" "Bench CPU:"; do
