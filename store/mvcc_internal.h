@@ -36,6 +36,7 @@ struct mvcc {
   leveldb_cache_t *cache;
   leveldb_filterpolicy_t *filter;
   leveldb_readoptions_t *ropt;
+  leveldb_readoptions_t *ropt_scan;  /* bulk scans: do not fill the cache */
   leveldb_writeoptions_t *wopt;      /* not synced: the WAL is durable */
   leveldb_writeoptions_t *wopt_sync; /* mvcc_sync */
   idx *index;

@@ -9,6 +9,8 @@
 #define _GNU_SOURCE
 #include <CUnit/Basic.h>
 #include <ftw.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,7 +281,7 @@ static void test_range_sort(void) {
  * --prefix --sort-by=... --order=... --keys-only after the same puts). */
 static void test_range_sort_go_order(void) {
   fresh();
-  char k[8], v[8];
+  char k[16], v[16];
   for (int i = 0; i < 40; i++) {
     int j = i * 17 % 40;
     snprintf(k, sizeof(k), "k%02d", j), snprintf(v, sizeof(v), "%d", j * 7 % 5);
@@ -899,6 +901,96 @@ static void test_changes(void) {
   done();
 }
 
+/* ===== readers in threads ================================================== */
+
+static atomic_bool rd_stop;
+static atomic_long rd_reads, rd_bad, rd_compacted;
+
+/* Every value is its own mod revision in decimal; every key exists from
+ * revision 101 on. */
+static void *range_reader(void *arg) {
+  (void)arg;
+  rcu_register_thread();
+  arena a;
+  arena_init(&a, 0);
+  unsigned seed = 99;
+  while (!atomic_load(&rd_stop)) {
+    Etcdserverpb__RangeRequest q = RQ("r", B("s"));
+    int64_t cur = mvcc_current_rev(M);
+    if (rand_r(&seed) % 2 && cur > 150) q.revision = cur - (int64_t)(rand_r(&seed) % 50);
+    Etcdserverpb__ResponseHeader h = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    Etcdserverpb__RangeResponse r = ETCDSERVERPB__RANGE_RESPONSE__INIT;
+    r.header = &h;
+    int rc = mvcc_range(M, &q, &r, &a);
+    if (rc == -CETCD_E_COMPACTED && q.revision) {
+      atomic_fetch_add(&rd_compacted, 1);
+    } else if (rc) {
+      fprintf(stderr, "reader: rc %d at %lld\n", rc, (long long)q.revision);
+      atomic_fetch_add(&rd_bad, 1);
+    } else {
+      int64_t at = q.revision ? q.revision : h.revision;
+      if (at > 101 && r.count != 100) {
+        fprintf(stderr, "reader: count %lld at %lld\n", (long long)r.count, (long long)at);
+        atomic_fetch_add(&rd_bad, 1);
+      }
+      for (size_t i = 0; i < r.n_kvs; i++) {
+        char want[32];
+        snprintf(want, sizeof(want), "%lld", (long long)r.kvs[i]->mod_revision);
+        if (!beq(r.kvs[i]->value, want) || r.kvs[i]->mod_revision > at) {
+          fprintf(stderr, "reader: kv mod %lld value %.*s at %lld\n", (long long)r.kvs[i]->mod_revision,
+                  (int)r.kvs[i]->value.len, (char *)r.kvs[i]->value.data, (long long)at);
+          atomic_fetch_add(&rd_bad, 1);
+        }
+      }
+    }
+    arena_reset(&a);
+    atomic_fetch_add(&rd_reads, 1);
+  }
+  arena_free(&a);
+  rcu_unregister_thread();
+  return NULL;
+}
+
+static void test_concurrent_readers(void) {
+  fresh();
+  atomic_store(&rd_stop, false);
+  pthread_t th[2];
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, range_reader, NULL);
+  unsigned seed = 5;
+  int64_t rev = 1;
+  char k[16], v[32];
+  for (int b = 0; b < 400; b++) {
+    mvcc_batch_begin(M);
+    for (int j = 0; j < 50; j++) {
+      int i = rev < 101 ? (int)rev - 1 : (int)(rand_r(&seed) % 100);
+      snprintf(k, sizeof(k), "r%03d", i);
+      snprintf(v, sizeof(v), "%lld", (long long)rev + 1);
+      Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+      req.key = B(k), req.value = B(v);
+      Etcdserverpb__PutResponse resp = ETCDSERVERPB__PUT_RESPONSE__INIT;
+      resp.header = &H;
+      CU_ASSERT(mvcc_put(M, &req, &resp, &A) == 0);
+      rev = H.revision;
+      arena_reset(&A);
+    }
+    if (b % 20 == 19) {
+      Etcdserverpb__CompactionRequest creq = ETCDSERVERPB__COMPACTION_REQUEST__INIT;
+      creq.revision = rev - 30;
+      Etcdserverpb__CompactionResponse cresp = ETCDSERVERPB__COMPACTION_RESPONSE__INIT;
+      cresp.header = &H;
+      CU_ASSERT(mvcc_compact(M, &creq, &cresp, &A) == 0);
+    }
+    CU_ASSERT(mvcc_batch_commit(M, next_ci++) == 0);
+    usleep(200);
+  }
+  atomic_store(&rd_stop, true);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  CU_ASSERT(atomic_load(&rd_bad) == 0);
+  CU_ASSERT(atomic_load(&rd_reads) > 100);
+  printf("(%ld reads, %ld compacted) ", atomic_load(&rd_reads), atomic_load(&rd_compacted));
+  done();
+}
+
 int main(void) {
   rcu_register_thread();
   CU_initialize_registry();
@@ -920,6 +1012,7 @@ int main(void) {
   CU_add_test(s, "batch = one write", test_batch_one_write);
   CU_add_test(s, "events", test_events);
   CU_add_test(s, "history (mvcc_changes)", test_changes);
+  CU_add_test(s, "readers in threads", test_concurrent_readers);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned fails = CU_get_number_of_failures();
