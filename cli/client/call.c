@@ -108,6 +108,12 @@ int cc_call_submit(cc_call *c, const char *path) {
     cc_call_fail(c, conn->fail_status, conn->fail_msg);
     return 0;
   }
+  /* After the server's GOAWAY (or when stream ids run out) nghttp2 would
+   * refuse the stream only when sending; say why now. */
+  if (!nghttp2_session_check_request_allowed(conn->h2)) {
+    cc_call_fail(c, CC_STATUS_UNAVAILABLE, "the server is closing this connection (GOAWAY)");
+    return 0;
+  }
   nghttp2_nv nva[] = {
       NV(":method", "POST"),         NV(":scheme", "http"),
       NV(":path", path),             NV(":authority", conn->authority),

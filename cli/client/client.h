@@ -128,7 +128,7 @@ cc_conn *cc_conn_open(cc_loop *loop, const char *endpoint, char *err, size_t err
 void cc_conn_close(cc_conn *conn);
 
 /* 1 while the connection is usable (connecting or connected), 0 once it has
- * failed or was closed by the server. */
+ * failed, was closed, or the server sent GOAWAY. */
 int cc_conn_ok(const cc_conn *conn);
 
 enum { CC_CONN_CONNECTING = 0, CC_CONN_READY = 1, CC_CONN_FAILED = 2 };

@@ -78,10 +78,10 @@ void cc_loop_free(cc_loop *loop) {
 
 size_t cc_loop_inflight(const cc_loop *loop) { return loop->inflight; }
 
-int cc_conn_ok(const cc_conn *conn) { return !conn->failed; }
+int cc_conn_ok(const cc_conn *conn) { return cc_conn_state(conn) != CC_CONN_FAILED; }
 
 int cc_conn_state(const cc_conn *conn) {
-  if (conn->failed) return CC_CONN_FAILED;
+  if (conn->failed || !nghttp2_session_check_request_allowed(conn->h2)) return CC_CONN_FAILED;
   return conn->connecting ? CC_CONN_CONNECTING : CC_CONN_READY;
 }
 
