@@ -35,7 +35,28 @@
  *   a stream behind HTTP/2 flow control is the app's to bound: see
  *   net_stream_pending_bytes().
  *
- * TLS: a later seam (net_config.tls); cleartext (h2c, prior knowledge) now.
+ * gRPC ANSWERS THE TRANSPORT GIVES ITSELF (worded as grpc-go 1.33, etcd 3.4's)
+ *   path without a '/' after the service  RESOURCE_EXHAUSTED "malformed method name: \"<path>\""
+ *   service in unimplemented_services     UNIMPLEMENTED "method <M> not implemented"
+ *   method unknown, service known         UNIMPLEMENTED "unknown method <M> for service <S>"
+ *   service unknown                       UNIMPLEMENTED "unknown service <S>"
+ *   grpc-encoding other than identity     UNIMPLEMENTED "grpc: Decompressor is not installed for grpc-encoding \"<e>\""
+ *   message over max_recv_msg_bytes       RESOURCE_EXHAUSTED "grpc: received message larger than max (<n> vs. <max>)"
+ *   compressed flag set                   INTERNAL "grpc: compressed flag set with identity or empty encoding"
+ *   unary/server-stream half-closed with  UNKNOWN "EOF" (no message) / UNKNOWN "unexpected EOF" (partial;
+ *     no complete request                   INTERNAL for server streams)
+ *   client/bidi stream ends mid-message   INTERNAL "unexpected EOF"
+ *   :method not POST, content-type not    RST_STREAM(PROTOCOL_ERROR)
+ *     application/grpc[+x|;x]
+ *   A unary call is handed to the app as soon as its first message is whole;
+ *   further request messages are ignored (grpc-go reads only one). Errors
+ *   before any response DATA are Trailers-Only. After our END_STREAM on a
+ *   stream the client has not half-closed, RST_STREAM(NO_ERROR) follows.
+ *   Malformed HTTP/2 (frames, HPACK, flow control) ends that connection with
+ *   GOAWAY; a bad preface or junk closes it; HTTP/1.1 junk gets 400 + close.
+ *
+ * TLS: a later seam (net_config.tls, and net_io_ops under each connection in
+ * net_internal.h); cleartext (h2c with prior knowledge) now.
  */
 #ifndef CETCD_NET_SERVER_H
 #define CETCD_NET_SERVER_H
