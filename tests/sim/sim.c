@@ -855,8 +855,12 @@ static void step(sim *s)
         member *m = &s->m[i];
         if (!m->exists)
             continue;
-        if (!m->up && !m->removed && s->now >= m->down_until && m->down_until)
-            member_start(s, m, false);
+        if (!m->up && !m->removed && s->now >= m->down_until && m->down_until) {
+            /* an initial member that never made its bootstrap durable boots
+             * afresh, as a server with an empty data dir would */
+            bool empty = !m->d.hs.term && !m->d.log.n && !m->d.snap.index;
+            member_start(s, m, empty && m->id <= (uint64_t)s->n_init);
+        }
         if (!m->up)
             continue;
         if ((int)s->now >= m->next_tick) {
@@ -925,9 +929,12 @@ static int run_seed(uint64_t seed, int chaos_steps, int calm_ticks)
     /* liveness: heal, restart everyone, then demand progress */
     s->calm = true;
     memset(s->blocked, 0, sizeof(s->blocked));
-    for (int i = 1; i < MAXM; i++)
-        if (s->m[i].exists && !s->m[i].up && !s->m[i].removed)
-            member_start(s, &s->m[i], false);
+    for (int i = 1; i < MAXM; i++) {
+        member *m = &s->m[i];
+        bool empty = !m->d.hs.term && !m->d.log.n && !m->d.snap.index;
+        if (m->exists && !m->up && !m->removed)
+            member_start(s, m, empty && m->id <= (uint64_t)s->n_init);
+    }
     trace(s, "calm");
     uint64_t deadline = s->now + (uint64_t)calm_ticks * 11;
     member *l = NULL;
