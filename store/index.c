@@ -307,11 +307,16 @@ idx_key *idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *chang
     tree_insert(t, k);
     t->nkeys++;
   }
+  idx_prepend(t, k, change);
+  return k;
+}
+
+void idx_prepend(idx *t, idx_key *k, const idx_rev *change) {
+  (void)t;
   idx_rev *r = xmalloc(sizeof(*r));
   *r = *change;
   r->next = k->head;
   rcu_assign_pointer(k->head, r);
-  return k;
 }
 
 void idx_set_val(idx *t, idx_key *k, idx_val *v) {

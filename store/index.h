@@ -105,6 +105,9 @@ const idx_node *idx_writer_node(const idx *t);
 /* Prepends a change to `key` (inserting the key if it is new). The new
  * change's `next` is set here. Returns the key. */
 idx_key *idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *change);
+/* idx_append for a key already in the tree (k from idx_find on the
+ * writer's tree): saves the lookup. */
+void idx_prepend(idx *t, idx_key *k, const idx_rev *change);
 /* Replaces k's cached value with v (malloc'd, owned by the index from now
  * on; NULL = no cache). The old one is freed after the next publish and a
  * grace period. */

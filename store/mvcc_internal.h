@@ -1,9 +1,9 @@
 /*
  * mvcc_internal.h -- what store/mvcc*.c share; not for other modules.
  *
- * The files: mvcc.c (open/close, batches, commit, compaction, record I/O),
- * mvcc_range.c (Range: collect, fetch, filter, sort), mvcc_write.c (Put,
- * DeleteRange, Txn).
+ * The files: mvcc.c (open/close, batches, commit, compaction, record I/O,
+ * history), mvcc_range.c (Range: collect, fetch, filter, sort), mvcc_sort.c
+ * (Go's sort.Sort), mvcc_write.c (Put, DeleteRange, Txn), kv_validate.c.
  *
  * A write request in a batch: wr_begin() fixes its main revision (one more
  * than the working revision), each change takes the next sub revision,
@@ -70,8 +70,10 @@ struct mvcc {
 };
 
 /* Values up to this size are cached on their key (idx_val) for reads of the
- * newest revision. 16-byte values cost ~40 bytes per key; see the report in
- * the commit that set it. */
+ * newest revision. Measured (1 key, 16-byte value): serializable gets went
+ * from ~0.39M/s (LevelDB get + unpack, LevelDB's mutex shared by readers) to
+ * ~3.4M/s on one thread; the cost is 16 bytes + the value + malloc overhead
+ * per key (~48 bytes for a 16-byte value). */
 #define MVCC_CACHE_VALUE_MAX 1024
 
 /* --- mvcc.c --- */

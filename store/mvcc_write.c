@@ -43,10 +43,9 @@ static void lease_detach(mvcc *m, const idx_rev *prev, const uint8_t *key, size_
 }
 
 /* etcd storeTxnWrite.put */
-static int do_put(mvcc *m, const ProtobufCBinaryData *key, const ProtobufCBinaryData *value,
+static int do_put(mvcc *m, idx_key *k, const ProtobufCBinaryData *key, const ProtobufCBinaryData *value,
                   int64_t lease) {
   int64_t rev = m->req_main;
-  idx_key *k = idx_find(idx_writer_node(m->index), key->data, key->len);
   const idx_rev *prev = k ? idx_key_at(k, rev) : NULL;
   Mvccpb__KeyValue kv = MVCCPB__KEY_VALUE__INIT;
   kv.key = *key;
@@ -60,7 +59,11 @@ static int do_put(mvcc *m, const ProtobufCBinaryData *key, const ProtobufCBinary
   if (rc) return rc;
   idx_rev ch = {.main = rev, .sub = (uint32_t)sub, .create = kv.create_revision,
                 .version = kv.version, .lease = lease};
-  idx_key *nk = idx_append(m->index, key->data, key->len, &ch);
+  idx_key *nk = k;
+  if (nk)
+    idx_prepend(m->index, nk, &ch);
+  else
+    nk = idx_append(m->index, key->data, key->len, &ch);
   idx_set_val(m->index, nk, val_new(rev, sub, value->data, value->len));
   lease_detach(m, prev, key->data, key->len);
   if (lease && m->has_hooks && m->hooks.attach) m->hooks.attach(m->hooks.arg, lease, key->data, key->len);
@@ -77,8 +80,8 @@ static int do_delete(mvcc *m, const idx_key *k, const idx_rev *prev) {
   int rc = wr_record(m, &kv, true, &sub);
   if (rc) return rc;
   idx_rev ch = {.main = m->req_main, .sub = (uint32_t)sub, .tomb = 1};
-  idx_key *nk = idx_append(m->index, k->key, k->len, &ch);
-  idx_set_val(m->index, nk, NULL);
+  idx_prepend(m->index, (idx_key *)k, &ch);
+  idx_set_val(m->index, (idx_key *)k, NULL);
   lease_detach(m, prev, k->key, k->len);
   kv.mod_revision = m->req_main;
   emit(m, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, k, prev);
@@ -92,7 +95,7 @@ static bool lease_exists(mvcc *m, int64_t lease) {
 /* applierV3backend.Put with a write txn open. */
 static int put_op(mvcc *m, const Etcdserverpb__PutRequest *req, Etcdserverpb__PutResponse *resp,
                   arena *a) {
-  const idx_key *k = idx_find(idx_writer_node(m->index), req->key.data, req->key.len);
+  idx_key *k = idx_find(idx_writer_node(m->index), req->key.data, req->key.len);
   const idx_rev *prev = k ? idx_key_at(k, wr_read_rev(m)) : NULL;
   if ((req->ignore_value || req->ignore_lease) && !prev) return -CETCD_E_KEY_NOT_FOUND;
   Mvccpb__KeyValue *pkv = NULL;
@@ -103,9 +106,9 @@ static int put_op(mvcc *m, const Etcdserverpb__PutRequest *req, Etcdserverpb__Pu
   ProtobufCBinaryData value = req->ignore_value ? pkv->value : req->value;
   int64_t lease = req->ignore_lease ? prev->lease : req->lease;
   if (req->prev_kv) resp->prev_kv = pkv;
-  int rc = do_put(m, &req->key, &value, lease);
+  int rc = do_put(m, k, &req->key, &value, lease);
   if (rc) return rc;
-  resp->header->revision = m->req_main;
+  if (resp->header) resp->header->revision = m->req_main;
   return 0;
 }
 
@@ -124,7 +127,7 @@ static int delete_op(mvcc *m, const Etcdserverpb__DeleteRangeRequest *req,
   for (size_t i = 0; !rc && i < refs.n; i++) rc = do_delete(m, refs.p[i].k, refs.p[i].r);
   if (!rc) {
     resp->deleted = (int64_t)refs.n;
-    resp->header->revision = wr_read_rev(m);
+    if (resp->header) resp->header->revision = wr_read_rev(m);
   }
   free(refs.p);
   return rc == -CETCD_E_COMPACTED ? -CETCD_E_INTERNAL : rc;
