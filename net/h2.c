@@ -49,8 +49,10 @@ static net_stream *stream_new(net_conn *c, int32_t id) {
     if (!s) return NULL;
   }
   grpc_frame_dec keep_dec = s->dec;
-  net_buf keep_out = s->out;
+  net_buf keep_out = s->out, keep_meta = s->meta;
   memset(s, 0, sizeof(*s));
+  s->meta = keep_meta;
+  s->meta.len = s->meta.off = 0;
   s->dec = keep_dec;
   grpc_frame_dec_reset(&s->dec);
   s->dec.max_msg_bytes = loop->srv->cfg.max_recv_msg_bytes;
@@ -70,11 +72,13 @@ static void stream_recycle(net_loop *loop, net_stream *s) {
   if (loop->n_free_streams >= FREE_STREAMS_MAX) {
     grpc_frame_dec_free(&s->dec);
     net_buf_free(&s->out);
+    net_buf_free(&s->meta);
     free(s);
     return;
   }
   if (s->dec.cap > KEEP_BUF_BYTES) grpc_frame_dec_free(&s->dec);
   if (s->out.cap > KEEP_BUF_BYTES) net_buf_free(&s->out);
+  if (s->meta.cap > KEEP_BUF_BYTES) net_buf_free(&s->meta);
   s->next_free = loop->free_streams;
   loop->free_streams = s;
   loop->n_free_streams++;
@@ -228,6 +232,19 @@ bool net_call_alive(net_loop *loop, net_call call) {
     return c && c->proto == CONN_HTTP1 && c->h1_busy;
   }
   return call_stream(loop, call) != NULL;
+}
+
+const char *net_call_metadata(net_loop *loop, net_call call, const char *name, size_t *len) {
+  net_stream *s = call_stream(loop, call);
+  if (!s) return NULL;
+  const net_config *cfg = &loop->srv->cfg;
+  for (size_t i = 0; i < cfg->n_capture && i < NET_MAX_CAPTURE; i++) {
+    if (strcmp(cfg->capture_headers[i], name) != 0) continue;
+    if (!s->meta_off[i]) return NULL;
+    if (len) *len = s->meta_len[i];
+    return (const char *)s->meta.p + s->meta_off[i] - 1;
+  }
+  return NULL;
 }
 
 void net_reply(net_loop *loop, net_call call, const uint8_t *msg, size_t len) {
@@ -450,6 +467,21 @@ static bool name_is(const uint8_t *name, size_t len, const char *lit) {
   return len == strlen(lit) && memcmp(name, lit, len) == 0;
 }
 
+/* Keeps the first value of a configured metadata header. */
+static void capture_header(net_stream *s, const uint8_t *name, size_t namelen, const uint8_t *value,
+                           size_t valuelen) {
+  const net_config *cfg = &s->conn->loop->srv->cfg;
+  for (size_t i = 0; i < cfg->n_capture && i < NET_MAX_CAPTURE; i++) {
+    if (s->meta_off[i] || !name_is(name, namelen, cfg->capture_headers[i])) continue;
+    if (net_buf_reserve(&s->meta, valuelen + 1) != 0) return;
+    s->meta_off[i] = (uint32_t)s->meta.len + 1;
+    s->meta_len[i] = (uint32_t)valuelen;
+    net_buf_append(&s->meta, value, valuelen);
+    net_buf_append(&s->meta, "", 1);
+    return;
+  }
+}
+
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags, void *ud) {
   (void)flags, (void)ud;
@@ -473,6 +505,8 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     size_t n = valuelen < sizeof(s->encoding) - 1 ? valuelen : sizeof(s->encoding) - 1;
     memcpy(s->encoding, value, n);
     s->encoding[n] = '\0';
+  } else {
+    capture_header(s, name, namelen, value, valuelen);
   }
   return 0;
 }
@@ -562,6 +596,7 @@ void net_h2_loop_free(net_loop *loop) {
     loop->free_streams = s->next_free;
     grpc_frame_dec_free(&s->dec);
     net_buf_free(&s->out);
+    net_buf_free(&s->meta);
     free(s);
   }
   loop->n_free_streams = 0;

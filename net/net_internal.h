@@ -75,6 +75,9 @@ typedef struct net_stream {
   const net_method_ent *m;   /* NULL until dispatched / when rejected */
   grpc_frame_dec dec;        /* request message framing */
   net_buf out;               /* framed response bytes not yet given to nghttp2 */
+  net_buf meta;              /* captured header values, each NUL-terminated */
+  uint32_t meta_off[NET_MAX_CAPTURE]; /* offset+1 into meta per capture name; 0 = absent */
+  uint32_t meta_len[NET_MAX_CAPTURE];
   size_t hdr_bytes;          /* request header block size so far */
   char path[NET_PATH_MAX];   /* :path, NUL-terminated (truncated if longer) */
   size_t path_len;

@@ -175,8 +175,15 @@ typedef struct net_config {
    * registered service whose implementation embeds Unimplemented...Server). */
   const char *const *unimplemented_services;
   size_t n_unimplemented;
+  /* Request metadata (HTTP/2 header names, lower case) kept per call for
+   * net_call_metadata(), e.g. {"token", "hasleader"} for etcd's auth and
+   * require-leader. At most NET_MAX_CAPTURE names; others are not kept. */
+  const char *const *capture_headers;
+  size_t n_capture;
   void *tls; /* reserved for the TLS seam; must be NULL for now */
 } net_config;
+
+enum { NET_MAX_CAPTURE = 8 };
 
 /* Binds every listen address (SO_REUSEPORT, one listening socket per loop
  * and address), starts the loops, returns 0. On error returns -1 and writes
@@ -223,6 +230,10 @@ void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char 
 size_t net_stream_pending_bytes(net_loop *loop, net_call call);
 /* True while the call can still be answered. */
 bool net_call_alive(net_loop *loop, net_call call);
+/* Value of a captured request header (see net_config.capture_headers) of a
+ * live gRPC call, NUL-terminated, valid while the call is; NULL if absent,
+ * not captured, or the call is dead. *len may be NULL. */
+const char *net_call_metadata(net_loop *loop, net_call call, const char *name, size_t *len);
 
 /* Answers the HTTP/1.1 request `call` (from net_http_req.call).
  * extra_headers: NULL or "Name: value\r\n..." lines appended verbatim. */

@@ -67,6 +67,13 @@ def run(port):
     check(r == b"\x0a\x02\x10\x07abc", "unary Range reply %r" % r)
     r = put(b"xyz", timeout=10)
     check(r == b"PUTxyz", "unary Put reply through net_post %r" % r)
+    try:
+        rng(b"abc", timeout=10, metadata=[("token", "bad")])
+        check(False, "metadata token reaches the app")
+    except grpc.RpcError as ex:
+        check((ex.code(), ex.details()) ==
+              (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: invalid auth token"),
+              "metadata token reaches the app %r" % ((ex.code(), ex.details()),))
     r = rng(b"", timeout=10)
     check(r == b"\x0a\x02\x10\x07", "empty request message")
 

@@ -247,6 +247,13 @@ static void toy_message(void *app, net_loop *loop, net_call call, int mid, const
   toy *t = app;
   if (mid == M_RANGE) {
     uint8_t buf[4096];
+    size_t tl = 0;
+    const char *tok = net_call_metadata(loop, call, "token", &tl);
+    if (tok && strcmp(tok, "bad") == 0) {
+      net_reply_error(loop, call, 3, "etcdserver: invalid auth token");
+      return;
+    }
+    TOY_CHECK(net_call_metadata(loop, call, "user-agent", NULL) == NULL); /* not captured */
     memcpy(buf, RANGE_REPLY, sizeof(RANGE_REPLY));
     size_t n = len < sizeof(buf) - 4 ? len : sizeof(buf) - 4;
     memcpy(buf + 4, msg, n);
@@ -339,7 +346,9 @@ static toy T;
 static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint16_t *port) {
   memset(&T, 0, sizeof(T));
   static const char *const listen[] = {"127.0.0.1:0"};
+  static const char *const capture[] = {"token", "hasleader"};
   net_config cfg = {.listen = listen, .n_listen = 1, .loops = loops,
+                    .capture_headers = capture, .n_capture = 2,
                     .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
                     .methods = toy_methods, .n_methods = 4,
                     .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
@@ -640,6 +649,11 @@ static void test_unimplemented(void) {
   k = call_once(&c, "/nomethod", req, n, 1, NULL, NULL);
   CU_ASSERT_EQUAL(k->grpc_status, 8);
   CU_ASSERT_STRING_EQUAL(k->grpc_message, "malformed method name: \"/nomethod\"");
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, "token", "bad");
+  CU_ASSERT_EQUAL(k->grpc_status, 3);
+  CU_ASSERT_STRING_EQUAL(k->grpc_message, "etcdserver: invalid auth token");
+  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, "token", "good");
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
   k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, "grpc-encoding", "gzip");
   CU_ASSERT_EQUAL(k->grpc_status, 12);
   CU_ASSERT_STRING_EQUAL(k->grpc_message, "grpc: Decompressor is not installed for grpc-encoding \"gzip\"");
