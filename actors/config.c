@@ -621,18 +621,21 @@ static int config_refuse(struct pstate *st, const char *what, const char *name)
   return CONFIG_USAGE_ERROR;
 }
 
-/* One argument (and maybe its value). Returns 1 to go on, 0 when parsing
- * stops at a non-flag argument or "--", or a CONFIG_* result. */
+/* config_parse_one's results besides the CONFIG_* ones. */
+enum { PARSE_NEXT = 100, PARSE_STOP = 101 };
+
+/* One argument (and maybe its value). Returns PARSE_NEXT to go on,
+ * PARSE_STOP at a non-flag argument or "--", or a CONFIG_* result. */
 static int config_parse_one(struct pstate *st, int argc, char **argv, int *i)
 {
   char msg[CONFIG_MSG_MAX], q[CONFIG_MSG_MAX];
   const char *s = argv[*i];
   if (strlen(s) < 2 || s[0] != '-')
-    return 0;
+    return PARSE_STOP;
   int minuses = s[1] == '-' ? 2 : 1;
   if (minuses == 2 && s[2] == '\0') {
     (*i)++;
-    return 0;
+    return PARSE_STOP;
   }
   const char *name = s + minuses;
   if (name[0] == '\0' || name[0] == '-' || name[0] == '=')
@@ -670,7 +673,7 @@ static int config_parse_one(struct pstate *st, int argc, char **argv, int *i)
   }
   size_t idx = (size_t)(f - config_flags);
   st->set[idx] = st->on_cli[idx] = true;
-  return 1;
+  return PARSE_NEXT;
 }
 
 /* ---- the environment: pkg/flags.SetFlagsFromEnv ---------------------------- */
@@ -942,9 +945,9 @@ static int config_parse_args(struct pstate *st, int argc, char **argv)
   int i = 1;
   while (i < argc) {
     int rc = config_parse_one(st, argc, argv, &i);
-    if (rc == 0)
+    if (rc == PARSE_STOP)
       break;
-    if (rc != 1)
+    if (rc != PARSE_NEXT)
       return rc;
   }
   if (i < argc) {

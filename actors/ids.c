@@ -3,7 +3,6 @@
  */
 #include "actors/ids.h"
 
-#include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -174,12 +173,6 @@ int ids_parse_initial_cluster(const char *s, const char *token, ids_member **out
     ms[i].id = ids_member_id((const char *const *)ms[i].peer_urls, ms[i].n_peer_urls, token);
   }
   qsort(ms, nm, sizeof *ms, ids_cmp_member);
-  for (size_t i = 1; i < nm; i++) {
-    if (ms[i].id == ms[i - 1].id) {
-      snprintf(err, err_len, "member exists with identical ID %016" PRIx64, ms[i].id);
-      goto fail;
-    }
-  }
   *out = ms;
   *n = nm;
   return 0;

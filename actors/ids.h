@@ -42,9 +42,10 @@ uint64_t ids_cluster_id(const uint64_t *member_ids, size_t n);
  * skipped; the URLs of one name are gathered). Members come out sorted by id
  * (the order etcd lists them in). Every URL is checked like etcd checks them;
  * on a bad one returns -1 with etcd's text in err ("URL scheme must be http,
- * https, unix, or unixs: foo"). Also -1 for two names hashing to one id
- * ("member exists with identical ID ..."). An empty string gives 0
- * members. On success returns 0, *out is
+ * https, unix, or unixs: foo"). An empty string gives 0 members. A URL
+ * listed twice (hence possibly two members with one id) is not an error
+ * here: config_verify_bootstrap reports it first, in etcd's words, as etcd
+ * does. On success returns 0, *out is
  * malloc'd (free with ids_members_free). */
 int ids_parse_initial_cluster(const char *s, const char *token, ids_member **out, size_t *n,
                               char *err, size_t err_len);
