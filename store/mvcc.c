@@ -33,9 +33,13 @@
  * Threads: every function here runs on an RCU-registered thread (call_rcu
  * and synchronize_rcu need it); the write side on one thread only.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <urcu.h>
 
 #include "store/mvcc_internal.h"
@@ -256,6 +260,7 @@ static int open_db(mvcc *m, const char *dir, const mvcc_options *opt, char *err,
 }
 
 static int run_compaction(mvcc *m, int64_t at_rev);
+static void update_db_size(mvcc *m, bool force);
 
 static int load_state(mvcc *m, char *err, size_t err_len) {
   int64_t last = 1;
@@ -294,8 +299,10 @@ int mvcc_open(const char *dir, const mvcc_options *opt, mvcc **out, char *err, s
   arena_init(&m->tmp, 4096);
   m->wb = leveldb_writebatch_create();
   m->index = idx_new();
-  int rc = m->index ? open_db(m, dir, opt, err, err_len) : -CETCD_E_NOMEM;
+  m->dir = strdup(dir);
+  int rc = m->index && m->dir ? open_db(m, dir, opt, err, err_len) : -CETCD_E_NOMEM;
   if (!rc) rc = load_state(m, err, err_len);
+  if (!rc) update_db_size(m, true);
   if (rc) {
     mvcc_close(m);
     return rc;
@@ -320,6 +327,7 @@ void mvcc_close(mvcc *m) {
   free(m->pend);
   free(m->pbuf);
   free(m->scratch);
+  free(m->dir);
   free(m);
 }
 
@@ -338,13 +346,27 @@ int64_t mvcc_current_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cur_r
 int64_t mvcc_compact_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cmp_rev); }
 uint64_t mvcc_leveldb_writes(const mvcc *m) { return atomic_load(&((mvcc *)m)->nwrites); }
 
-uint64_t mvcc_db_size_bytes(const mvcc *m) {
-  const char *start = "";
-  const char *limit = "\xff\xff\xff\xff";
-  size_t start_len = 0, limit_len = 4;
-  uint64_t size = 0;
-  leveldb_approximate_sizes(m->db, 1, &start, &start_len, &limit, &limit_len, &size);
-  return size;
+uint64_t mvcc_db_size_bytes(const mvcc *m) { return atomic_load(&((mvcc *)m)->db_bytes); }
+
+/* The size of the LevelDB directory (tables, log, manifest), like etcd's
+ * bbolt file size. A directory scan, so at most every DB_SIZE_EVERY_MS. */
+#define DB_SIZE_EVERY_MS 100
+static void update_db_size(mvcc *m, bool force) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (!force && now_ms - m->db_bytes_ms < DB_SIZE_EVERY_MS) return;
+  m->db_bytes_ms = now_ms;
+  DIR *d = opendir(m->dir);
+  if (!d) return;
+  uint64_t total = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    struct stat st;
+    if (fstatat(dirfd(d), e->d_name, &st, 0) == 0 && S_ISREG(st.st_mode)) total += (uint64_t)st.st_size;
+  }
+  closedir(d);
+  atomic_store(&m->db_bytes, total);
 }
 
 /* --- batches ------------------------------------------------------------- */
@@ -374,6 +396,7 @@ int mvcc_batch_commit(mvcc *m, uint64_t consistent_index) {
     m->compact_todo = -1;
     rc = run_compaction(m, at);
   }
+  update_db_size(m, false);
   return rc;
 }
 

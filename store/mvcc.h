@@ -70,7 +70,8 @@ void mvcc_set_lease_hooks(mvcc *m, const mvcc_lease_hooks *hooks);
 uint64_t mvcc_consistent_index(const mvcc *m); /* last Raft index applied */
 int64_t mvcc_current_rev(const mvcc *m);       /* newest committed revision */
 int64_t mvcc_compact_rev(const mvcc *m);       /* -1 before any compaction */
-uint64_t mvcc_db_size_bytes(const mvcc *m);    /* approximate */
+uint64_t mvcc_db_size_bytes(const mvcc *m);    /* LevelDB dir size; refreshed
+                                                  at most every 100 ms at commits */
 
 /* --- write side: the apply thread only -------------------------------------
  * Each write request that changes something takes the next main revision;

@@ -838,6 +838,7 @@ static void test_batch_one_write(void) {
   Mvccpb__KeyValue *kv = get_at("key0007", 0);
   CU_ASSERT(kv && kv->version == 2 && kv->mod_revision == 509 && beq(kv->value, "v507"));
   CU_ASSERT(mvcc_sync(M) == 0);
+  CU_ASSERT(mvcc_db_size_bytes(M) > 0);
   done();
 }
 
