@@ -62,6 +62,9 @@
 #define WAL_NAME_LEN 37u
 /* META, SNAPSHOT, HARDSTATE: the records copied to the head of every segment */
 #define WAL_KEEP_TYPES 3
+/* CRC work allowed when looking for valid records past damage (see
+ * find_valid_record): ~50 ms at the SSE4.2 rate measured here (6 GB/s). */
+#define WAL_SEARCH_CRC_BYTES ((uint64_t)256 << 20)
 /* fallocate leaves "unwritten" extents: the first write to each block makes
  * fdatasync commit the file system journal as well (ext4, xfs). Writing zeros
  * ahead of the log, in the same pwritev as the records, converts a MiB at a
@@ -215,8 +218,12 @@ const char *wal_decode_strerror(int status) {
   }
 }
 
-/* Is there a valid record starting anywhere in buf[from, len)? */
+/* Is there a valid record starting anywhere in buf[from, len)? 1 yes, 0 no,
+ * -1 gave up: every offset with a plausible header costs a CRC over up to
+ * 64 MiB, so a large region of garbage could cost hours; the work is capped
+ * at WAL_SEARCH_CRC_BYTES plus 4x the buffer. */
 static int find_valid_record(const uint8_t *buf, size_t len, size_t from, size_t *at) {
+  uint64_t budget = WAL_SEARCH_CRC_BYTES + 4 * (uint64_t)len;
   size_t p = from;
   while (p < len && len - p >= WAL_RECORD_HEADER_BYTES) {
     uint32_t rlen = get32(buf + p);
@@ -228,10 +235,14 @@ static int find_valid_record(const uint8_t *buf, size_t len, size_t from, size_t
       p = nz - 3;
       continue;
     }
-    if (rlen >= 9 && rlen <= WAL_RECORD_LEN_MAX && rlen <= len - p - 8 && type_valid(buf[p + 8]) &&
-        crc32c(0, buf + p + 8, rlen) == get32(buf + p + 4)) {
-      *at = p;
-      return 1;
+    if (rlen >= 9 && rlen <= WAL_RECORD_LEN_MAX && rlen <= len - p - 8 && type_valid(buf[p + 8])) {
+      if (budget < rlen)
+        return -1;
+      budget -= rlen;
+      if (crc32c(0, buf + p + 8, rlen) == get32(buf + p + 4)) {
+        *at = p;
+        return 1;
+      }
     }
     p++;
   }
@@ -534,10 +545,15 @@ static int cut_tail(const wal *w, int fd, uint64_t off, uint64_t cap) {
 static int judge_damage(wal *w, int is_last, int fd, const char *path, const wal_scan_result *res,
                         size_t file_len, char *err, size_t err_len) {
   const char *why = wal_decode_strerror(res->damage);
-  if (res->valid_after)
+  if (res->valid_after > 0)
     return errf(err, err_len, -EUCLEAN,
                 "wal: corrupt record in %s at offset %zu: %s (valid record follows at offset %zu)",
                 path, res->valid_bytes, why, res->valid_after_off);
+  if (res->valid_after < 0)
+    return errf(err, err_len, -EUCLEAN,
+                "wal: corrupt record in %s at offset %zu: %s (too much garbage after it to "
+                "tell a torn tail from damage)",
+                path, res->valid_bytes, why);
   if (!is_last)
     return errf(err, err_len, -EUCLEAN,
                 "wal: corrupt record in %s at offset %zu: %s (not the last segment)", path,

@@ -157,7 +157,8 @@ typedef struct wal_scan_result {
   size_t valid_bytes;  /* offset just past the last valid record */
   size_t records;      /* valid records delivered */
   int damage;          /* 0: clean end (zeros or EOF), else a wal_decode_status */
-  int valid_after;     /* damage is followed by a valid record (not a torn tail) */
+  int valid_after;     /* 1: damage is followed by a valid record (not a torn
+                        * tail); -1: the search gave up (treat as damage) */
   size_t valid_after_off;
   uint64_t entry_max;  /* largest WAL_REC_ENTRY index seen */
   int has_entry;

@@ -44,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *buf, size_t len) {
     abort();
   if (res.records != s.records || res.valid_bytes != s.bytes || res.valid_bytes > len)
     abort();
-  if (res.valid_after && (res.valid_after_off <= res.valid_bytes || res.valid_after_off >= len))
+  if (res.valid_after > 0 && (res.valid_after_off <= res.valid_bytes || res.valid_after_off >= len))
     abort();
   /* a re-encoded copy of each record decodes to the same bytes */
   size_t off = 0;

@@ -455,6 +455,20 @@ static void test_scan(void) {
   payload(4, seg + off, 500);
   CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), NULL, NULL, &res), 0);
   CU_ASSERT(res.damage != 0 && res.valid_after == 0 && res.valid_bytes == off);
+  /* garbage made of plausible ~2 MiB headers: the search for a valid record
+   * gives up (budget 256 MiB + 4 x 8 MiB) instead of running for long */
+  {
+    size_t big = 8u << 20;
+    uint8_t *g = calloc(1, big);
+    CU_ASSERT_FATAL(g != NULL);
+    for (size_t q = 0; q + 17 < big / 2; q += 20) {
+      g[q] = 0x00, g[q + 1] = 0x00, g[q + 2] = 0x20, g[q + 3] = 0x00; /* len 2 MiB */
+      g[q + 8] = WAL_REC_ENTRY;
+    }
+    CU_ASSERT_EQUAL(wal_scan_segment(g, big, NULL, NULL, &res), 0);
+    CU_ASSERT(res.records == 0 && res.damage == WAL_DECODE_BAD_CRC && res.valid_after == -1);
+    free(g);
+  }
   /* the callback stops the scan */
   int seen = 0;
   CU_ASSERT_EQUAL(wal_scan_segment(seg, sizeof(seg), stop_at_two, &seen, &res), 42);
