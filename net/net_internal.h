@@ -132,6 +132,7 @@ struct net_loop {
   uint32_t n_slots;
   uint32_t *free_slots;      /* stack of free slot indexes */
   uint32_t n_free;
+  uint64_t next_tick_ns;     /* CLOCK_MONOTONIC deadline of the next on_tick */
   bool accept_paused;        /* listeners out of epoll (EMFILE); see loop_pause_accept */
   net_conn *dirty;           /* connections to flush this turn */
   net_stream *free_streams;  /* recycled stream structs */

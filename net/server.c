@@ -500,24 +500,53 @@ static void loop_handle(net_loop *loop, const struct epoll_event *ev) {
   }
 }
 
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* epoll timeout when idle: forever, or until the next tick / accept retry. */
+static int loop_idle_timeout(net_loop *loop) {
+  int timeout = loop->accept_paused ? NET_ACCEPT_PAUSE_MS : -1;
+  if (loop->srv->cfg.tick_ms && loop->srv->h.on_tick) {
+    uint64_t now = now_ns();
+    uint64_t left = loop->next_tick_ns > now ? loop->next_tick_ns - now : 0;
+    int ms = (int)((left + 999999) / 1000000);
+    if (timeout < 0 || ms < timeout) timeout = ms;
+  }
+  return timeout;
+}
+
+static void loop_tick(net_loop *loop) {
+  net_server *s = loop->srv;
+  if (!s->cfg.tick_ms || !s->h.on_tick) return;
+  uint64_t now = now_ns();
+  if (now < loop->next_tick_ns) return;
+  loop->next_tick_ns = now + (uint64_t)s->cfg.tick_ms * 1000000u;
+  s->h.on_tick(s->h.app, loop);
+}
+
 static void *loop_main(void *arg) {
   net_loop *loop = arg;
   net_server *s = loop->srv;
   struct epoll_event evs[NET_EPOLL_EVENTS];
   tl_loop = loop;
+  loop->next_tick_ns = now_ns() + (uint64_t)s->cfg.tick_ms * 1000000u;
   if (s->h.on_loop_start) s->h.on_loop_start(s->h.app, loop, loop->index);
   while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
     bool slept = false;
     int timeout = 0;
     if (!loop->dirty && mailbox_prepare_sleep(&loop->mb)) {
       slept = true;
-      timeout = loop->accept_paused ? NET_ACCEPT_PAUSE_MS : -1;
+      timeout = loop_idle_timeout(loop);
     }
     int n = epoll_wait(loop->epfd, evs, NET_EPOLL_EVENTS, timeout);
     if (slept) mailbox_wake_done(&loop->mb);
     if (loop->accept_paused && (n == 0 || loop->n_free > 0)) loop_resume_accept(loop);
     for (int i = 0; i < n; i++) loop_handle(loop, &evs[i]);
     loop_drain_mailbox(loop, 65536);
+    loop_tick(loop);
     if (s->h.on_turn_end) s->h.on_turn_end(s->h.app, loop);
     loop_flush(loop);
   }

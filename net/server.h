@@ -149,6 +149,9 @@ typedef struct net_handlers {
   /* After each loop turn's input and posts are processed, before output is
    * flushed: lets the app batch work. */
   void (*on_turn_end)(void *app, net_loop *loop);
+  /* Every net_config.tick_ms (roughly; never early), on each loop thread:
+   * timeouts, periodic flushes. Optional. */
+  void (*on_tick)(void *app, net_loop *loop);
   /* A message posted to this loop with net_post(); ownership passes here. */
   void (*on_post)(void *app, net_loop *loop, void *msg);
   /* Plain HTTP/1.1 request (told apart from HTTP/2 by the connection
@@ -168,6 +171,7 @@ typedef struct net_config {
                                     * at which reading pauses; 0 = 16 MiB */
   size_t max_http1_body_bytes;     /* 0 = max_recv_msg_bytes */
   uint32_t mailbox_slots;          /* per-loop net_post capacity; 0 = 65536 */
+  uint32_t tick_ms;                /* on_tick period; 0 = no ticks */
   const net_method *methods;
   size_t n_methods;
   /* Service names ("etcdserverpb.Watch") whose methods are all answered

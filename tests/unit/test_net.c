@@ -234,6 +234,7 @@ typedef struct toy {
   int worker_stop;
   int loops_started;
   int turns;
+  int ticks;
   int stream_ends_half, stream_ends_gone, cancels;
 } toy;
 
@@ -303,6 +304,11 @@ static void toy_cancel(void *app, net_loop *loop, net_call call, int mid) {
   __atomic_fetch_add(&((toy *)app)->cancels, 1, __ATOMIC_SEQ_CST);
 }
 
+static void toy_tick(void *app, net_loop *loop) {
+  (void)loop;
+  __atomic_fetch_add(&((toy *)app)->ticks, 1, __ATOMIC_SEQ_CST);
+}
+
 static void toy_turn_end(void *app, net_loop *loop) {
   (void)loop;
   __atomic_fetch_add(&((toy *)app)->turns, 1, __ATOMIC_RELAXED);
@@ -348,13 +354,13 @@ static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint1
   static const char *const listen[] = {"127.0.0.1:0"};
   static const char *const capture[] = {"token", "hasleader"};
   net_config cfg = {.listen = listen, .n_listen = 1, .loops = loops,
-                    .capture_headers = capture, .n_capture = 2,
+                    .capture_headers = capture, .n_capture = 2, .tick_ms = 20,
                     .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
                     .methods = toy_methods, .n_methods = 4,
                     .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
   net_handlers h = {.app = &T, .on_loop_start = toy_loop_start, .on_message = toy_message,
                     .on_stream_end = toy_stream_end, .on_call_cancel = toy_cancel,
-                    .on_turn_end = toy_turn_end, .on_post = toy_post, .on_http = toy_http};
+                    .on_turn_end = toy_turn_end, .on_tick = toy_tick, .on_post = toy_post, .on_http = toy_http};
   char err[256];
   if (mailbox_init(&T.worker_mb, 1024) != 0) return -1;
   if (net_server_start(&cfg, &h, &T.srv, err, sizeof(err)) != 0) {
@@ -935,6 +941,16 @@ static void test_two_loops(void) {
   CU_ASSERT_TRUE(__atomic_load_n(&T.turns, __ATOMIC_RELAXED) > 0);
 }
 
+static void test_ticks(void) {
+  /* 2 loops x every 20 ms: an idle server ticks about 20 times in 200 ms
+   * (never more; fewer on a loaded machine) */
+  int t0 = __atomic_load_n(&T.ticks, __ATOMIC_SEQ_CST);
+  usleep(200000);
+  int d = __atomic_load_n(&T.ticks, __ATOMIC_SEQ_CST) - t0;
+  CU_ASSERT_TRUE(d >= 8 && d <= 24);
+  if (d < 8 || d > 24) fprintf(stderr, "ticks in 200 ms over 2 loops: %d\n", d);
+}
+
 static void test_max_streams_setting(void) {
   /* The server announces max_concurrent_streams = 1200 in its SETTINGS. */
   tcli c;
@@ -1299,6 +1315,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "http1", test_http1);
   CU_add_test(srv, "two loops", test_two_loops);
   CU_add_test(srv, "settings", test_max_streams_setting);
+  CU_add_test(srv, "ticks", test_ticks);
   CU_add_test(srv, "connection limit", test_conn_limit);
   CU_add_test(srv, "port in use", test_port_in_use);
   CU_add_test(srv, "GOAWAY on stop", test_goaway_on_stop);
