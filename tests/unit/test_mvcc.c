@@ -17,6 +17,8 @@
 #include <unistd.h>
 #include <urcu.h>
 
+#include <leveldb/c.h>
+
 #include "msg/errors.h"
 #include "store/mvcc.h"
 
@@ -807,6 +809,62 @@ static void test_reopen(void) {
   done();
 }
 
+/* LevelDB records in the store's dir with this first byte. */
+static int count_records(char prefix) {
+  char *err = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, dir, &err);
+  CU_ASSERT_FATAL(err == NULL);
+  leveldb_readoptions_t *ro = leveldb_readoptions_create();
+  leveldb_iterator_t *it = leveldb_create_iterator(db, ro);
+  int n = 0;
+  for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t len;
+    const char *k = leveldb_iter_key(it, &len);
+    n += len && k[0] == prefix;
+  }
+  leveldb_iter_destroy(it);
+  leveldb_readoptions_destroy(ro);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
+  return n;
+}
+
+/* A crash between recording a compaction and removing the records: the
+ * next open finishes it. */
+static void test_interrupted_compaction(void) {
+  fresh();
+  scenario(); /* 7 records: a2 b3 c4 a5 d6 c7(tomb) c8 */
+  CU_ASSERT(compact(5) == 8); /* drops a2 */
+  mvcc_close(M);
+  CU_ASSERT(count_records('k') == 6);
+  /* pretend a compaction at 7 was scheduled and the process died */
+  char *err = NULL;
+  leveldb_options_t *o = leveldb_options_create();
+  leveldb_t *db = leveldb_open(o, dir, &err);
+  CU_ASSERT_FATAL(err == NULL);
+  leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+  uint8_t v[8] = {0, 0, 0, 0, 0, 0, 0, 7};
+  leveldb_put(db, wo, "msc", 3, (const char *)v, 8, &err);
+  CU_ASSERT(err == NULL);
+  leveldb_writeoptions_destroy(wo);
+  leveldb_close(db);
+  leveldb_options_destroy(o);
+  store_open();
+  CU_ASSERT(mvcc_compact_rev(M) == 7 && mvcc_current_rev(M) == 8);
+  Etcdserverpb__RangeRequest q = RQ("a", NUL);
+  q.revision = 6;
+  CU_ASSERT(rng(&q) == -CETCD_E_COMPACTED);
+  q.revision = 7;
+  CU_ASSERT(rng(&q) == 0);
+  CU_ASSERT_STRING_EQUAL(keys(), "a,b,d");
+  mvcc_close(M);
+  CU_ASSERT(count_records('k') == 4); /* c4 and the tombstone c7 are gone */
+  store_open();
+  CU_ASSERT(mvcc_compact_rev(M) == 7);
+  done();
+}
+
 static void test_batch_one_write(void) {
   fresh();
   uint64_t w0 = mvcc_leveldb_writes(M);
@@ -1010,6 +1068,7 @@ int main(void) {
   CU_add_test(s, "validation", test_validate);
   CU_add_test(s, "compaction", test_compaction);
   CU_add_test(s, "reopen", test_reopen);
+  CU_add_test(s, "interrupted compaction", test_interrupted_compaction);
   CU_add_test(s, "batch = one write", test_batch_one_write);
   CU_add_test(s, "events", test_events);
   CU_add_test(s, "history (mvcc_changes)", test_changes);
