@@ -12,6 +12,7 @@
  *   "mci"        u64 BE           consistent index (last Raft index applied)
  *   "msc"        i64 BE           scheduled compaction revision
  *   "mfc"        i64 BE           finished compaction revision
+ *   'x' + key    bytes            other modules' records (mvcc_meta_*)
  *
  * The current revision is not stored: on open it is the newest record's main
  * revision, or the compaction revision if that is newer (a compaction at the
@@ -515,4 +516,67 @@ static bool leased_one(void *arg, const idx_key *k) {
 void mvcc_for_each_leased_key(mvcc *m, mvcc_leased_key_fn fn, void *arg) {
   leased_ctx c = {m->wrev, fn, arg};
   idx_range(idx_writer_node(m->index), NULL, 0, NULL, 0, leased_one, &c);
+}
+
+/* --- other modules' records ------------------------------------------------ */
+
+#define META_X 'x'
+#define META_KEY_MAX 1024
+
+static size_t xkey(uint8_t *out, const void *key, size_t len) {
+  out[0] = META_X;
+  memcpy(out + 1, key, len);
+  return len + 1;
+}
+
+int mvcc_meta_put(mvcc *m, const void *key, size_t key_len, const void *val, size_t val_len) {
+  uint8_t k[META_KEY_MAX + 1];
+  if (key_len > META_KEY_MAX) return -CETCD_E_INTERNAL;
+  size_t n = xkey(k, key, key_len);
+  leveldb_writebatch_put(m->wb, (const char *)k, n, val, val_len);
+  return 0;
+}
+
+int mvcc_meta_delete(mvcc *m, const void *key, size_t key_len) {
+  uint8_t k[META_KEY_MAX + 1];
+  if (key_len > META_KEY_MAX) return -CETCD_E_INTERNAL;
+  size_t n = xkey(k, key, key_len);
+  leveldb_writebatch_delete(m->wb, (const char *)k, n);
+  return 0;
+}
+
+int mvcc_meta_get(mvcc *m, const void *key, size_t key_len, void **val, size_t *val_len) {
+  uint8_t k[META_KEY_MAX + 1];
+  if (key_len > META_KEY_MAX) return -CETCD_E_INTERNAL;
+  size_t n = xkey(k, key, key_len);
+  char *err = NULL;
+  size_t len = 0;
+  char *v = leveldb_get(m->db, m->ropt, (const char *)k, n, &len, &err);
+  if (err) {
+    leveldb_free(err);
+    return -CETCD_E_INTERNAL;
+  }
+  if (!v) return 1;
+  *val = malloc(len ? len : 1);
+  if (*val && len) memcpy(*val, v, len);
+  leveldb_free(v);
+  if (!*val) return -CETCD_E_NOMEM;
+  *val_len = len;
+  return 0;
+}
+
+int mvcc_meta_scan(mvcc *m, const void *prefix, size_t prefix_len, mvcc_meta_fn fn, void *arg) {
+  uint8_t p[META_KEY_MAX + 1];
+  if (prefix_len > META_KEY_MAX) return -CETCD_E_INTERNAL;
+  size_t n = xkey(p, prefix, prefix_len);
+  leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ropt_scan);
+  for (leveldb_iter_seek(it, (const char *)p, n); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t klen, vlen;
+    const char *k = leveldb_iter_key(it, &klen);
+    if (klen < n || memcmp(k, p, n) != 0) break;
+    const char *v = leveldb_iter_value(it, &vlen);
+    if (!fn(arg, k + 1, klen - 1, v, vlen)) break;
+  }
+  leveldb_iter_destroy(it);
+  return 0;
 }

@@ -115,6 +115,19 @@ int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__Ran
 typedef bool (*mvcc_change_fn)(void *arg, int type, const Mvccpb__KeyValue *kv);
 int mvcc_changes(mvcc *m, int64_t from_rev, int64_t to_rev, mvcc_change_fn fn, void *arg);
 
+/* --- other modules' records (leases, members, auth, ...) ---------------------
+ * Stored in the same LevelDB under their own prefix byte 'x', so that they
+ * commit atomically with the batch and the consistent index.
+ * put/delete: the writer, inside a batch; visible to get/scan after commit.
+ * get: 0 and a malloc'd copy in *val (free()), 1 if absent, <0 on error.
+ * scan: every committed record whose key starts with prefix, in key order,
+ * until fn returns false. */
+int mvcc_meta_put(mvcc *m, const void *key, size_t key_len, const void *val, size_t val_len);
+int mvcc_meta_delete(mvcc *m, const void *key, size_t key_len);
+int mvcc_meta_get(mvcc *m, const void *key, size_t key_len, void **val, size_t *val_len);
+typedef bool (*mvcc_meta_fn)(void *arg, const void *key, size_t key_len, const void *val, size_t val_len);
+int mvcc_meta_scan(mvcc *m, const void *prefix, size_t prefix_len, mvcc_meta_fn fn, void *arg);
+
 /* Writer thread (e.g. right after mvcc_open, to rebuild lease attachments):
  * calls fn for every existing key that has a lease. */
 typedef void (*mvcc_leased_key_fn)(void *arg, int64_t lease, const uint8_t *key, size_t key_len);

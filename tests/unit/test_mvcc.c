@@ -865,6 +865,39 @@ static void test_interrupted_compaction(void) {
   done();
 }
 
+static bool meta_collect(void *arg, const void *k, size_t kl, const void *v, size_t vl) {
+  char *log = arg;
+  strncat(log, k, kl);
+  strcat(log, "=");
+  strncat(log, v, vl);
+  strcat(log, ";");
+  return true;
+}
+
+static void test_meta_records(void) {
+  fresh();
+  mvcc_batch_begin(M);
+  CU_ASSERT(mvcc_meta_put(M, "lease/1", 7, "ttl=5", 5) == 0);
+  CU_ASSERT(mvcc_meta_put(M, "lease/2", 7, "ttl=9", 5) == 0);
+  CU_ASSERT(mvcc_meta_put(M, "member/1", 8, "n1", 2) == 0);
+  void *v = NULL;
+  size_t vl = 0;
+  CU_ASSERT(mvcc_meta_get(M, "lease/1", 7, &v, &vl) == 1); /* not committed yet */
+  CU_ASSERT(mvcc_batch_commit(M, 3) == 0);
+  CU_ASSERT(mvcc_meta_get(M, "lease/1", 7, &v, &vl) == 0 && vl == 5 && memcmp(v, "ttl=5", 5) == 0);
+  free(v);
+  mvcc_batch_begin(M);
+  CU_ASSERT(mvcc_meta_delete(M, "lease/1", 7) == 0);
+  CU_ASSERT(mvcc_batch_commit(M, 4) == 0);
+  mvcc_close(M);
+  store_open();
+  char log[256] = "";
+  CU_ASSERT(mvcc_meta_scan(M, "lease/", 6, meta_collect, log) == 0);
+  CU_ASSERT_STRING_EQUAL(log, "lease/2=ttl=9;");
+  CU_ASSERT(mvcc_current_rev(M) == 1 && mvcc_consistent_index(M) == 4);
+  done();
+}
+
 static void test_batch_one_write(void) {
   fresh();
   uint64_t w0 = mvcc_leveldb_writes(M);
@@ -1070,6 +1103,7 @@ int main(void) {
   CU_add_test(s, "reopen", test_reopen);
   CU_add_test(s, "interrupted compaction", test_interrupted_compaction);
   CU_add_test(s, "batch = one write", test_batch_one_write);
+  CU_add_test(s, "other modules' records", test_meta_records);
   CU_add_test(s, "events", test_events);
   CU_add_test(s, "history (mvcc_changes)", test_changes);
   CU_add_test(s, "readers in threads", test_concurrent_readers);
