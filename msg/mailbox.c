@@ -22,11 +22,13 @@ int mailbox_init(mailbox *mb, unsigned capacity) {
     free(mb->slots);
     return -e;
   }
+  pthread_mutex_init(&mb->plock, NULL);
   return 0;
 }
 
 void mailbox_destroy(mailbox *mb) {
   if (mb->efd >= 0) close(mb->efd);
+  pthread_mutex_destroy(&mb->plock);
   free(mb->slots);
   mb->slots = NULL;
   mb->efd = -1;
@@ -44,15 +46,22 @@ static void mailbox_kick(mailbox *mb) {
   }
 }
 
+static bool enqueue_locked(mailbox *mb, void *msg) {
+  pthread_mutex_lock(&mb->plock);
+  bool ok = ck_ring_enqueue_spsc(&mb->ring, mb->slots, msg);
+  pthread_mutex_unlock(&mb->plock);
+  return ok;
+}
+
 bool mailbox_try_push(mailbox *mb, void *msg) {
-  if (!ck_ring_enqueue_mpsc(&mb->ring, mb->slots, msg)) return false;
+  if (!enqueue_locked(mb, msg)) return false;
   mailbox_kick(mb);
   return true;
 }
 
 void mailbox_push(mailbox *mb, void *msg) {
   unsigned spins = 0;
-  while (!ck_ring_enqueue_mpsc(&mb->ring, mb->slots, msg)) {
+  while (!enqueue_locked(mb, msg)) {
     /* Full: the consumer is behind. Wake it in case, then back off. */
     mailbox_kick(mb);
     if (++spins < 64) {
@@ -67,7 +76,7 @@ void mailbox_push(mailbox *mb, void *msg) {
 
 void *mailbox_pop(mailbox *mb) {
   void *msg = NULL;
-  if (!ck_ring_dequeue_mpsc(&mb->ring, mb->slots, &msg)) return NULL;
+  if (!ck_ring_dequeue_spsc(&mb->ring, mb->slots, &msg)) return NULL;
   return msg;
 }
 
