@@ -220,6 +220,8 @@ static const char *go_quote(char *buf, size_t cap, const char *s)
   return buf;
 }
 
+static void go_quote_list(char *const *v, size_t n, char *buf, size_t cap);
+
 /* A capnslog-format line to `err` (etcd logs these through capnslog). */
 static void config_log(FILE *f, enum log_level lvl, const char *pkg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -228,8 +230,10 @@ static void config_log(FILE *f, enum log_level lvl, const char *pkg, const char 
   char line[2 * CONFIG_MSG_MAX];
   va_list ap;
   va_start(ap, fmt);
-  log_vformat(line, sizeof line, NULL, lvl, pkg, fmt, ap);
+  size_t n = log_vformat(line, sizeof line, NULL, lvl, pkg, fmt, ap);
   va_end(ap);
+  if (n >= sizeof line)
+    line[sizeof line - 2] = '\n'; /* cut, but still one whole line */
   fputs(line, f);
   fflush(f);
 }
@@ -323,6 +327,38 @@ static int url_split_host_port(const char *hp, size_t len, char *host, size_t ho
   return 0;
 }
 
+/* Go's parseHost: what follows the host must be "" or ":digits". */
+static int url_check_port(const char *s, const char *hp, size_t len, char *err, size_t err_len)
+{
+  char q[CONFIG_URL_MAX + 16], qp[CONFIG_URL_MAX + 16], port[CONFIG_URL_MAX];
+  const char *p = NULL;
+  if (len > 0 && hp[0] == '[') {
+    const char *end = memchr(hp, ']', len);
+    if (!end) {
+      snprintf(err, err_len, "parse %s: missing ']' in host", go_quote(q, sizeof q, s));
+      return -1;
+    }
+    p = end + 1;
+  } else {
+    for (size_t i = 0; i < len; i++)
+      if (hp[i] == ':')
+        p = hp + i;
+  }
+  if (!p)
+    return 0;
+  size_t pl = len - (size_t)(p - hp);
+  bool ok = pl == 0 || p[0] == ':';
+  for (size_t i = 1; ok && i < pl; i++)
+    ok = isdigit((unsigned char)p[i]) != 0;
+  if (ok)
+    return 0;
+  memcpy(port, p, pl);
+  port[pl] = '\0';
+  snprintf(err, err_len, "parse %s: invalid port %s after host", go_quote(q, sizeof q, s),
+           go_quote(qp, sizeof qp, port));
+  return -1;
+}
+
 int config_url_parse(const char *in, char *out, size_t out_cap, char *err, size_t err_len)
 {
   char s[CONFIG_URL_MAX], q[CONFIG_URL_MAX + 16], host[CONFIG_URL_MAX];
@@ -379,6 +415,8 @@ int config_url_parse(const char *in, char *out, size_t out_cap, char *err, size_
       return -1;
     }
   }
+  if (url_check_port(s, hp, hp_len, err, err_len) != 0)
+    return -1;
   if (url_split_host_port(hp, hp_len, host, sizeof host) != 0) {
     snprintf(err, err_len, "URL address does not have the form \"host:port\": %s", s);
     return -1;
@@ -811,14 +849,44 @@ static int check_host_urls(const cetcd_url_list *l, const char *flag, char *msg,
   return 0;
 }
 
+static int cmp_strp(const void *a, const void *b)
+{
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --log-outputs is a flags.UniqueStringsValue: split, deduplicated, sorted.
+ * capnslog takes exactly one. Returns 0 and the one output in `one`. */
+static int log_outputs_one(const char *raw, char *one, size_t one_cap, char *msg, size_t cap)
+{
+  char *copy = config_strdup(raw), *v[16], *rest = copy, *t;
+  size_t n = 0;
+  int rc = 0;
+  while ((t = strsep(&rest, ",")) != NULL) /* keeps empty fields, as Go's Split */
+    if (n < 16)
+      v[n++] = t;
+  qsort(v, n, sizeof *v, cmp_strp);
+  size_t u = 1;
+  for (size_t i = 1; i < n; i++)
+    if (strcmp(v[i], v[u - 1]) != 0)
+      v[u++] = v[i];
+  if (u != 1) {
+    char list[CONFIG_MSG_MAX];
+    go_quote_list(v, u, list, sizeof list);
+    snprintf(msg, cap, "--logger=capnslog supports only 1 value in '--log-outputs', got %s", list);
+    rc = -1;
+  } else {
+    snprintf(one, one_cap, "%s", v[0]);
+  }
+  free(copy);
+  return rc;
+}
+
 /* The logging part of embed.Config.setupLogging. */
 static int check_logging(cetcd_config *c, char *msg, size_t cap)
 {
-  const char *o = c->log_outputs;
-  if (strchr(o, ',')) {
-    snprintf(msg, cap, "--logger=capnslog supports only 1 value in '--log-outputs', got %s", o);
+  char o[CONFIG_MSG_MAX];
+  if (log_outputs_one(c->log_outputs, o, sizeof o, msg, cap) != 0)
     return -1;
-  }
   if (strcmp(o, "default") == 0 || strcmp(o, "stderr") == 0) {
     c->log_fd = 2;
   } else if (strcmp(o, "stdout") == 0) {

@@ -289,6 +289,10 @@ static void test_validation(void)
   expect(A("--log-level=bogus"), NULL, CONFIG_INVALID, "unknown log-level \"bogus\"");
   expect(A("--log-outputs=journal"), NULL, CONFIG_INVALID,
          "unknown log-output \"journal\" (only supports \"default\", \"stderr\", \"stdout\")");
+  expect(A("--log-outputs=stderr,stdout"), NULL, CONFIG_INVALID,
+         "--logger=capnslog supports only 1 value in '--log-outputs', got [\"stderr\" \"stdout\"]");
+  expect(A("--log-outputs=stderr,"), NULL, CONFIG_INVALID, "got [\"\" \"stderr\"]");
+  expect(A("--log-outputs=stderr,stderr"), NULL, CONFIG_RUN, NULL);
   struct run r = {0};
   run_parse(&r, A("--log-outputs=stdout"), NULL);
   CU_ASSERT_EQUAL(r.rc, CONFIG_RUN);
@@ -325,6 +329,10 @@ static void test_urls(void)
   check_url("http://127.0.0.1:1:2", -1,
             "URL address does not have the form \"host:port\": http://127.0.0.1:1:2");
   check_url("http://127.0.0.1:1/x", -1, "URL must not contain a path: http://127.0.0.1:1/x");
+  check_url("http://127.0.0.1:abc", -1,
+            "parse \"http://127.0.0.1:abc\": invalid port \":abc\" after host");
+  check_url("http://[::1]:1:", -1, "parse \"http://[::1]:1:\": invalid port \":1:\" after host");
+  check_url("http://[::1", -1, "parse \"http://[::1\": missing ']' in host");
   check_url("http://a b:1", -1, "parse \"http://a b:1\": invalid character \" \" in host name");
 
   /* lists: sorted, a trailing comma is an empty URL */
