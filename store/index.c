@@ -7,8 +7,9 @@
  * unused. Keys never leave the tree except by compaction, which rebuilds the
  * whole tree, so nodes never merge and separators always point at live keys.
  *
- * Memory is allocated with malloc and freed with free, always one block per
- * object, so every deferred free is a plain free() after a grace period. An
+ * Memory: nodes, keys, values and roots are single malloc blocks, so every
+ * deferred free (call_rcu) is a plain free(); changes (idx_rev) come from a
+ * writer-owned block allocator and go back to it after a grace period. An
  * allocation failure in the index is fatal (abort): a half-updated index
  * cannot be reasoned about, and the process would be lost anyway.
  */
@@ -37,7 +38,20 @@ typedef struct idx_retired {
   void *p[];
 } idx_retired;
 
+/* idx_rev nodes come from 64 KiB blocks (no per-node malloc header: 48
+ * bytes instead of 64 per change). Only the writer allocates and frees them
+ * (frees happen in compaction, after a grace period), so no locking. */
+#define REV_BLOCK_BYTES (64 * 1024)
+#define REVS_PER_BLOCK ((REV_BLOCK_BYTES - sizeof(void *)) / sizeof(idx_rev))
+typedef struct rev_block {
+  struct rev_block *next;
+  idx_rev revs[];
+} rev_block;
+
 struct idx {
+  rev_block *blocks;  /* every block, for idx_free */
+  size_t block_used;  /* revs handed out from blocks (the newest) */
+  idx_rev *rev_free;  /* freed revs, linked through next */
   idx_root *pub;   /* published snapshot; RCU-protected */
   idx_node *wroot; /* working tree */
   uint64_t epoch;  /* nodes with this epoch are unpublished: mutate in place */
@@ -53,6 +67,26 @@ static void *xmalloc(size_t n) {
     abort();
   }
   return p;
+}
+
+static idx_rev *rev_alloc(idx *t) {
+  idx_rev *r = t->rev_free;
+  if (r) {
+    t->rev_free = r->next;
+    return r;
+  }
+  if (!t->blocks || t->block_used == REVS_PER_BLOCK) {
+    rev_block *b = xmalloc(REV_BLOCK_BYTES);
+    b->next = t->blocks;
+    t->blocks = b;
+    t->block_used = 0;
+  }
+  return &t->blocks->revs[t->block_used++];
+}
+
+static void rev_free(idx *t, idx_rev *r) {
+  r->next = t->rev_free;
+  t->rev_free = r;
 }
 
 static int kcmp(const uint8_t *a, size_t al, const uint8_t *b, size_t bl) {
@@ -144,13 +178,7 @@ static void free_tree(idx_node *n, bool keys) {
       continue;
     }
     if (!keys) continue;
-    free(n->key[i]->val);
-    idx_rev *r = n->key[i]->head;
-    while (r) {
-      idx_rev *next = r->next;
-      free(r);
-      r = next;
-    }
+    free(n->key[i]->val); /* its revs go with the blocks */
     free(n->key[i]);
   }
   free(n);
@@ -163,6 +191,7 @@ void idx_free(idx *t) {
   for (size_t i = 0; i < t->nret; i++) free(t->ret[i]);
   free(t->ret);
   free(t->pub);
+  for (rev_block *b = t->blocks, *next; b; b = next) next = b->next, free(b);
   free(t);
 }
 
@@ -312,8 +341,7 @@ idx_key *idx_append(idx *t, const uint8_t *key, size_t len, const idx_rev *chang
 }
 
 void idx_prepend(idx *t, idx_key *k, const idx_rev *change) {
-  (void)t;
-  idx_rev *r = xmalloc(sizeof(*r));
+  idx_rev *r = rev_alloc(t);
   *r = *change;
   r->next = k->head;
   rcu_assign_pointer(k->head, r);
@@ -458,11 +486,11 @@ int idx_compact(idx *t, int64_t at_rev, idx_drop_fn drop, void *arg) {
   }
   synchronize_rcu(); /* nobody reads a cut chain or a removed key any more */
   for (size_t i = 0; i < c.chains.n; i++) {
-    for (idx_rev *q = c.chains.p[i], *next; q; q = next) next = q->next, free(q);
+    for (idx_rev *q = c.chains.p[i], *next; q; q = next) next = q->next, rev_free(t, q);
   }
   for (size_t i = 0; i < c.gone.n; i++) {
     idx_key *k = c.gone.p[i];
-    for (idx_rev *q = k->head, *next; q; q = next) next = q->next, free(q);
+    for (idx_rev *q = k->head, *next; q; q = next) next = q->next, rev_free(t, q);
     free(k->val);
     free(k);
   }
