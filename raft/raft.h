@@ -344,9 +344,11 @@ void raft_ready_get(raft *r, raft_ready *rd);
 void raft_ready_advance(raft *r, raft_ready *rd);
 /* Async storage ack: log durable up to index, whose entry has this term. */
 void raft_persisted(raft *r, uint64_t index, uint64_t term);
-/* The state machine took a snapshot at index (<= applied): keep `data` as the
- * image to send lagging followers (ownership passes, freed with free_data;
- * NULL/0 allowed) and drop log entries up to index. */
+/* The state machine took a snapshot at index: keep `data` as the image to
+ * send lagging followers (ownership passes on RAFT_OK, freed with free_data;
+ * NULL/0 allowed) and drop log entries up to index. index must have been
+ * handed out in committed_entries and be durable (RAFT_ERR_UNAVAILABLE
+ * otherwise); RAFT_ERR_COMPACTED if it is not above the current snapshot. */
 int raft_compact(raft *r, uint64_t index, uint8_t *data, size_t len);
 void raft_status_get(const raft *r, raft_status *st);
 /* Convenience: term stored at index, or 0 if outside the log. */

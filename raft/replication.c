@@ -208,7 +208,10 @@ static void reject_append(raft *r, const raft_msg *m)
 void raft_handle_append(raft *r, const raft_msg *m)
 {
     if (m->index < r->commit) {
-        send_app_resp(r, m->from, r->commit);
+        /* stale or duplicate: re-ack what is committed AND durable here. An
+         * ack of a non-durable index would let the leader's heartbeat commit
+         * stale entries this member still has on disk after a crash. */
+        send_app_resp(r, m->from, r->commit < r->persisted ? r->commit : r->persisted);
         return;
     }
     if (raft_log_term(r, m->index) != m->log_term) {

@@ -98,8 +98,8 @@ void raft_handle_snap(raft *r, const raft_msg *m)
     const raft_snapshot_meta *sm = &m->snap;
     if (sm->index <= r->commit) {
         raft_msg *resp = raft_send(r, RAFT_MSG_APP_RESP, m->from, false);
-        if (resp)
-            resp->index = r->commit;
+        if (resp) /* durable acks only, as in raft_handle_append */
+            resp->index = r->commit < r->persisted ? r->commit : r->persisted;
         return;
     }
     if (m->snap_offset == 0) {
