@@ -19,6 +19,9 @@ typedef struct bench_cfg {
   const char *endpoints[BENCH_ENDPOINTS_MAX];
   int n_endpoints;
   int conns;   /* connections (--conns) */
+  /* TLS (--cacert, --cert, --key, --insecure-skip-tls-verify) */
+  const char *cacert, *cert, *key;
+  int insecure_skip_tls_verify;
   int clients; /* closed-loop requesters, one request in flight each */
   int threads; /* event loops */
   long total;  /* requests */

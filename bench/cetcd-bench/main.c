@@ -12,7 +12,9 @@
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
  * --key-space-size, --sequential-keys, --rate, --consistency, --limit,
  * --count-only, --txn-ops). Ours: --threads (event loops; default 1, since the server
- * needs the machine's other core), --format text|json, --server-pid.
+ * needs the machine's other core), --format text|json, --server-pid. TLS:
+ * https:// endpoints, or any endpoint without a scheme once --cacert,
+ * --cert, --key or --insecure-skip-tls-verify is given, as etcd's tool.
  * Flags may come before or after the command, as with cobra.
  */
 #include <getopt.h>
@@ -46,6 +48,10 @@ static void usage(FILE *f) {
           "  --consistency l|s      linearizable or serializable range (default l)\n"
           "  --limit N              maximum number of keys per range, 0 = no limit (default 0)\n"
           "  --count-only           only count keys\n"
+          "  --cacert FILE          verify the server with this CA bundle (TLS)\n"
+          "  --cert FILE            client certificate (TLS)\n"
+          "  --key FILE             client certificate key (TLS)\n"
+          "  --insecure-skip-tls-verify  do not verify the server certificate (TLS)\n"
           "  --format text|json     output format (default text)\n"
           "  --server-pid PID       report the server's peak RSS and CPU from /proc\n");
 }
@@ -53,7 +59,7 @@ static void usage(FILE *f) {
 enum {
   OPT_ENDPOINTS = 1000, OPT_CONNS, OPT_CLIENTS, OPT_THREADS, OPT_TOTAL, OPT_RATE, OPT_KEY_SIZE,
   OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
-  OPT_SERVER_PID, OPT_TXN_OPS, OPT_HELP,
+  OPT_SERVER_PID, OPT_TXN_OPS, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -73,6 +79,10 @@ static const struct option long_opts[] = {
     {"format", required_argument, NULL, OPT_FORMAT},
     {"server-pid", required_argument, NULL, OPT_SERVER_PID},
     {"txn-ops", required_argument, NULL, OPT_TXN_OPS},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"key", required_argument, NULL, OPT_KEY},
+    {"insecure-skip-tls-verify", no_argument, NULL, OPT_INSECURE},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -135,6 +145,10 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
     break;
   case OPT_SERVER_PID: cfg->server_pid = (int)parse_long("server-pid", arg, 1, 1 << 30); break;
   case OPT_TXN_OPS: cfg->txn_ops = (int)parse_long("txn-ops", arg, 1, 100000); break;
+  case OPT_CACERT: cfg->cacert = arg; break;
+  case OPT_CERT: cfg->cert = arg; break;
+  case OPT_KEY: cfg->key = arg; break;
+  case OPT_INSECURE: cfg->insecure_skip_tls_verify = 1; break;
   case OPT_HELP: usage(stdout); exit(0);
   default: usage(stderr); exit(2);
   }

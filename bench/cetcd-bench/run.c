@@ -277,8 +277,11 @@ static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
   for (int j = 0; j < t->n_conns; j++) {
     int global = index + j * cfg->threads;
     const char *ep = cfg->endpoints[global % cfg->n_endpoints];
-    char err[256];
-    t->conns[j] = cc_conn_open(t->loop, ep, err, sizeof err);
+    char err[512];
+    cc_tls_opts tls = {.ca_file = cfg->cacert, .cert_file = cfg->cert, .key_file = cfg->key,
+                       .insecure_skip_verify = cfg->insecure_skip_tls_verify};
+    int want_tls = cfg->cacert || cfg->cert || cfg->key || cfg->insecure_skip_tls_verify;
+    t->conns[j] = cc_conn_open_tls(t->loop, ep, want_tls ? &tls : NULL, err, sizeof err);
     if (!t->conns[j]) {
       fprintf(stderr, "cetcd-bench: %s\n", err);
       return -1;

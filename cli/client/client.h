@@ -117,11 +117,31 @@ size_t cc_loop_inflight(const cc_loop *loop);
 
 /* ---- connections ----------------------------------------------------------- */
 
-/* Starts a non-blocking connect to `endpoint` ("http://host:port" or
- * "host:port"; https is not supported yet). Calls may be started at once;
- * they are sent when the connection is up. Returns NULL, with a reason in
- * err (if err != NULL), when the endpoint does not parse or resolve. */
+/* Starts a non-blocking connect to `endpoint` ("http://host:port",
+ * "https://host:port" or "host:port"). Calls may be started at once; they
+ * are sent when the connection is up (after the TLS handshake for https).
+ * Returns NULL, with a reason in err (if err != NULL), when the endpoint
+ * does not parse or resolve, or the TLS files cannot be loaded. */
 cc_conn *cc_conn_open(cc_loop *loop, const char *endpoint, char *err, size_t err_len);
+
+/* TLS settings, as etcdctl's --cacert, --cert, --key,
+ * --insecure-skip-tls-verify. The strings are only read during the call. */
+typedef struct cc_tls_opts {
+  const char *ca_file;      /* PEM CA bundle to trust; NULL: the system's */
+  const char *cert_file;    /* client certificate chain (PEM), optional */
+  const char *key_file;     /* its private key (PEM) */
+  const char *server_name;  /* name to verify instead of the endpoint's host */
+  int insecure_skip_verify; /* do not verify the server's certificate */
+} cc_tls_opts;
+
+/* As cc_conn_open, with TLS settings. With tls != NULL a "host:port"
+ * endpoint uses TLS too; "http://" always means cleartext. TLS negotiates
+ * ALPN h2 (grpc-go requires it) and verifies the certificate and host name
+ * (an IP endpoint against the certificate's IP SANs). Because OpenSSL writes
+ * with write(2), the first TLS connection sets SIGPIPE to SIG_IGN if it was
+ * SIG_DFL. */
+cc_conn *cc_conn_open_tls(cc_loop *loop, const char *endpoint, const cc_tls_opts *tls,
+                          char *err, size_t err_len);
 
 /* Closes the connection; its calls complete with CANCELLED during the next
  * loop turn. The handle is invalid afterwards. */

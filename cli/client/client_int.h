@@ -8,6 +8,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "cli/client/client.h"
 
@@ -90,11 +91,14 @@ struct cc_conn {
   int connecting;  /* non-blocking connect not finished */
   int failed;      /* closed for good */
   int fail_status; /* why: status and message given to later calls */
-  char fail_msg[128];
+  char fail_msg[256];
   int dirty;       /* on loop->dirty: has something to send */
   uint32_t events; /* epoll mask currently registered */
   nghttp2_session *h2;
   char authority[280];
+  struct ssl_st *ssl; /* TLS session (https), else NULL */
+  int handshaking;    /* TCP is up, TLS handshake under way */
+  char tls_err[200];  /* OpenSSL's reason for the last EPROTO */
   cc_buf wbuf;     /* frames gathered from nghttp2 */
   size_t wbuf_off; /* bytes of wbuf already written */
   cc_call *calls;  /* active calls, doubly linked */
@@ -118,6 +122,16 @@ void cc_call_ready(cc_call *c);
 int cc_loop_deliver(cc_loop *loop);
 int cc_call_submit(cc_call *c, const char *path);
 void cc_call_fail(cc_call *c, int status, const char *msg);
+
+/* tls.c: OpenSSL on the non-blocking socket */
+int cc_tls_setup(cc_conn *conn, const cc_tls_opts *o, const char *host, char *err,
+                 size_t err_len);
+/* 1 done, 0 in progress (*events: what to wait for), -1 failed (err set) */
+int cc_tls_handshake(cc_conn *conn, uint32_t *events, char *err, size_t err_len);
+ssize_t cc_tls_read(cc_conn *conn, void *buf, size_t len);
+ssize_t cc_tls_write(cc_conn *conn, const void *buf, size_t len);
+int cc_tls_has_pending(cc_conn *conn); /* decrypted or buffered bytes left */
+void cc_tls_free(cc_conn *conn);
 
 /* loop.c */
 void cc_conn_mark_dirty(cc_conn *conn);

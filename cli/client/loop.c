@@ -63,6 +63,7 @@ void cc_loop_free(cc_loop *loop) {
   while (conn) {
     cc_conn *next = conn->all_next;
     if (conn->h2) nghttp2_session_del(conn->h2);
+    cc_tls_free(conn);
     if (conn->fd >= 0) close(conn->fd);
     call_free_list(conn->calls);
     cc_buf_free(&conn->wbuf);
@@ -105,6 +106,7 @@ void cc_conn_fail(cc_conn *conn, int status, const char *msg) {
   conn->fail_status = status;
   snprintf(conn->fail_msg, sizeof conn->fail_msg, "%s", msg);
   for (cc_call *c = conn->calls; c; c = c->next) cc_call_fail(c, status, msg);
+  cc_tls_free(conn);
   if (conn->fd >= 0) {
     epoll_ctl(conn->loop->epfd, EPOLL_CTL_DEL, conn->fd, NULL);
     close(conn->fd);
@@ -189,14 +191,20 @@ static int session_new(cc_conn *conn) {
 
 /* ---- connecting ------------------------------------------------------------- */
 
-/* Splits "http://host:port[/]" or "host:port" (IPv6 as "[addr]:port"). */
+enum { SCHEME_NONE, SCHEME_HTTP, SCHEME_HTTPS };
+
+/* Splits "http[s]://host:port[/]" or "host:port" (IPv6 as "[addr]:port").
+ * Returns the scheme, or -1. */
 static int parse_endpoint(const char *ep, char *host, size_t host_len, char *port,
                           size_t port_len, char *err, size_t err_len) {
+  int scheme = SCHEME_NONE;
   if (strncmp(ep, "https://", 8) == 0) {
-    snprintf(err, err_len, "%s: https endpoints are not supported yet", ep);
-    return -1;
+    scheme = SCHEME_HTTPS;
+    ep += 8;
+  } else if (strncmp(ep, "http://", 7) == 0) {
+    scheme = SCHEME_HTTP;
+    ep += 7;
   }
-  if (strncmp(ep, "http://", 7) == 0) ep += 7;
   const char *colon;
   const char *h = ep;
   size_t hl;
@@ -217,9 +225,9 @@ static int parse_endpoint(const char *ep, char *host, size_t host_len, char *por
   host[hl] = '\0';
   memcpy(port, colon + 1, pl);
   port[pl] = '\0';
-  return 0;
+  return scheme;
 bad:
-  snprintf(err, err_len, "%s: endpoint must be http://host:port or host:port", ep);
+  snprintf(err, err_len, "%s: endpoint must be http[s]://host:port or host:port", ep);
   return -1;
 }
 
@@ -249,13 +257,20 @@ static int socket_connect(const char *host, const char *port, char *err, size_t 
 }
 
 cc_conn *cc_conn_open(cc_loop *loop, const char *endpoint, char *err, size_t err_len) {
+  return cc_conn_open_tls(loop, endpoint, NULL, err, err_len);
+}
+
+cc_conn *cc_conn_open_tls(cc_loop *loop, const char *endpoint, const cc_tls_opts *tls,
+                          char *err, size_t err_len) {
+  static const cc_tls_opts tls_default = {0};
   char host[256], port[16], scratch[8];
   if (!err) {
     err = scratch;
     err_len = sizeof scratch;
   }
-  if (parse_endpoint(endpoint, host, sizeof host, port, sizeof port, err, err_len) != 0)
-    return NULL;
+  int scheme = parse_endpoint(endpoint, host, sizeof host, port, sizeof port, err, err_len);
+  if (scheme < 0) return NULL;
+  int use_tls = scheme == SCHEME_HTTPS || (scheme == SCHEME_NONE && tls);
   int fd = socket_connect(host, port, err, err_len);
   if (fd < 0) return NULL;
   cc_conn *conn = calloc(1, sizeof *conn);
@@ -265,6 +280,8 @@ cc_conn *cc_conn_open(cc_loop *loop, const char *endpoint, char *err, size_t err
   }
   conn->loop = loop;
   conn->fd = fd;
+  if (use_tls && cc_tls_setup(conn, tls ? tls : &tls_default, host, err, err_len) != 0)
+    goto fail;
   conn->connecting = 1;
   snprintf(conn->authority, sizeof conn->authority, "%s:%s", host, port);
   struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = conn};
@@ -279,12 +296,40 @@ cc_conn *cc_conn_open(cc_loop *loop, const char *endpoint, char *err, size_t err
   return conn;
 fail:
   if (conn && conn->h2) nghttp2_session_del(conn->h2);
+  if (conn) cc_tls_free(conn);
   free(conn);
   close(fd);
   return NULL;
 }
 
 /* ---- I/O ------------------------------------------------------------------------ */
+
+/* Fails the connection after a read or write error (errno). */
+static void conn_fail_errno(cc_conn *conn) {
+  char msg[sizeof conn->tls_err + 32];
+  if (errno == EPROTO && conn->ssl && conn->tls_err[0])
+    snprintf(msg, sizeof msg, "connection error: %s", conn->tls_err);
+  else
+    snprintf(msg, sizeof msg, "connection error: %s", strerror(errno));
+  cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
+}
+
+/* Drives the TLS handshake; the connection is up when it completes. */
+static void conn_tls_step(cc_conn *conn) {
+  char msg[300];
+  uint32_t events = 0;
+  int rv = cc_tls_handshake(conn, &events, msg, sizeof msg);
+  if (rv < 0) {
+    cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
+  } else if (rv == 0) {
+    conn_set_events(conn, events);
+  } else {
+    conn->handshaking = 0;
+    conn->connecting = 0;
+    conn_set_events(conn, EPOLLIN);
+    cc_conn_mark_dirty(conn);
+  }
+}
 
 static void conn_finish_connect(cc_conn *conn) {
   int soerr = 0;
@@ -296,6 +341,11 @@ static void conn_finish_connect(cc_conn *conn) {
     cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
     return;
   }
+  if (conn->ssl) {
+    conn->handshaking = 1;
+    conn_tls_step(conn);
+    return;
+  }
   conn->connecting = 0;
   conn_set_events(conn, EPOLLIN);
   cc_conn_mark_dirty(conn);
@@ -303,14 +353,15 @@ static void conn_finish_connect(cc_conn *conn) {
 
 static void conn_read(cc_conn *conn) {
   cc_loop *loop = conn->loop;
-  for (int i = 0; i < CC_READS_PER_TURN && !conn->failed; i++) {
-    ssize_t n = read(conn->fd, loop->rbuf, CC_RBUF_BYTES);
+  for (int i = 0; !conn->failed; i++) {
+    /* Bytes OpenSSL already holds get no epoll wakeup: read them now. */
+    if (i >= CC_READS_PER_TURN && !(conn->ssl && cc_tls_has_pending(conn))) break;
+    ssize_t n = conn->ssl ? cc_tls_read(conn, loop->rbuf, CC_RBUF_BYTES)
+                          : read(conn->fd, loop->rbuf, CC_RBUF_BYTES);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      char msg[128];
-      snprintf(msg, sizeof msg, "connection error: %s", strerror(errno));
-      cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
+      conn_fail_errno(conn);
       return;
     }
     if (n == 0) {
@@ -324,7 +375,9 @@ static void conn_read(cc_conn *conn) {
       cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
       return;
     }
-    if ((size_t)n < CC_RBUF_BYTES) break;
+    /* A short read drained the socket; with TLS, SSL_read returns one
+     * record at a time, so only EAGAIN says the socket is empty. */
+    if ((size_t)n < CC_RBUF_BYTES && !conn->ssl) break;
   }
   if (nghttp2_session_want_write(conn->h2)) cc_conn_mark_dirty(conn);
 }
@@ -354,12 +407,11 @@ static int conn_flush(cc_conn *conn) {
   if (w->len == 0) return 0;
   /* send(MSG_NOSIGNAL): a peer that went away must give EPIPE, not kill
    * the process with SIGPIPE. */
-  ssize_t n = send(conn->fd, w->p, w->len, MSG_NOSIGNAL);
+  ssize_t n = conn->ssl ? cc_tls_write(conn, w->p, w->len)
+                        : send(conn->fd, w->p, w->len, MSG_NOSIGNAL);
   if (n < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-      char msg[128];
-      snprintf(msg, sizeof msg, "connection error: %s", strerror(errno));
-      cc_conn_fail(conn, CC_STATUS_UNAVAILABLE, msg);
+      conn_fail_errno(conn);
       return 0;
     }
     n = 0;
@@ -407,7 +459,8 @@ int cc_loop_run_once(cc_loop *loop, int timeout_ms) {
     uint32_t e = evs[i].events;
     if (conn->failed) continue;
     if (conn->connecting) {
-      if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) conn_finish_connect(conn);
+      if (conn->handshaking) conn_tls_step(conn);
+      else if (e & (EPOLLOUT | EPOLLERR | EPOLLHUP)) conn_finish_connect(conn);
       continue;
     }
     if (e & (EPOLLIN | EPOLLERR | EPOLLHUP)) conn_read(conn);
