@@ -1337,3 +1337,46 @@ out:
   ids_members_free(ms, n);
   return rc;
 }
+
+static void log_url_list(const char *what, const cetcd_url_list *l)
+{
+  char buf[CONFIG_MSG_MAX];
+  join_urls(l->v, l->n, "", buf, sizeof buf);
+  log_printf(LOG_LEVEL_INFO, "embed", "%s = %s", what, buf);
+}
+
+void config_log_startup(const cetcd_config *c, bool member_initialized)
+{
+#if defined(__x86_64__)
+  const char *arch = "amd64";
+#elif defined(__aarch64__)
+  const char *arch = "arm64";
+#else
+  const char *arch = "unknown";
+#endif
+  log_printf(LOG_LEVEL_INFO, "etcdmain", "cetcd Version: %s", CETCD_VERSION);
+  log_printf(LOG_LEVEL_INFO, "etcdmain", "Git SHA: %s", CETCD_GIT_SHA);
+  log_printf(LOG_LEVEL_INFO, "etcdmain", "etcd API version: %s (clients see server version %s)",
+             CETCD_API_VERSION, CETCD_ETCD_COMPAT_VERSION);
+  log_printf(LOG_LEVEL_INFO, "etcdmain", "OS/Arch: linux/%s", arch);
+  if (c->data_dir_defaulted)
+    log_printf(LOG_LEVEL_WARNING, "etcdmain", "no data-dir provided, using default data-dir ./%s",
+               c->data_dir);
+  if (member_initialized)
+    log_printf(LOG_LEVEL_NOTICE, "etcdmain",
+               "the server is already initialized as member before, starting as etcd member...");
+  log_printf(LOG_LEVEL_INFO, "embed", "name = %s", c->name);
+  log_printf(LOG_LEVEL_INFO, "embed", "data dir = %s", c->data_dir);
+  log_printf(LOG_LEVEL_INFO, "embed", "member dir = %s/member", c->data_dir);
+  log_printf(LOG_LEVEL_INFO, "embed", "heartbeat = %ums", c->heartbeat_interval_ms);
+  /* etcd prints election ticks times the tick: 1050 with 100 prints 1000 */
+  log_printf(LOG_LEVEL_INFO, "embed", "election = %ums",
+             c->election_timeout_ms / c->heartbeat_interval_ms * c->heartbeat_interval_ms);
+  log_printf(LOG_LEVEL_INFO, "embed", "snapshot count = %llu",
+             (unsigned long long)c->snapshot_count);
+  log_url_list("advertise client URLs", &c->advertise_client_urls);
+  if (member_initialized) {
+    log_url_list("initial advertise peer URLs", &c->initial_advertise_peer_urls);
+    log_printf(LOG_LEVEL_INFO, "embed", "initial cluster = ");
+  }
+}

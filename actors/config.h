@@ -96,6 +96,28 @@ void config_free(cetcd_config *cfg);
 void config_print_help(FILE *out);
 void config_print_version(FILE *out);
 
+/* Logs (log_printf) what etcd 3.4 logs between parsing its flags and
+ * creating the server, in its order, with cetcd's version lines in place of
+ * etcd's:
+ *   I | etcdmain: cetcd Version: 0.1.0
+ *   I | etcdmain: Git SHA: Not provided
+ *   I | etcdmain: etcd API version: 3.4 (clients see server version 3.4.23)
+ *   I | etcdmain: OS/Arch: linux/amd64
+ *   W | etcdmain: no data-dir provided, using default data-dir ./default.cetcd   (if defaulted)
+ *   N | etcdmain: the server is already initialized as member before, starting as etcd member...
+ *                                                            (member_initialized only)
+ *   I | embed: name = t
+ *   I | embed: data dir = /tmp/d
+ *   I | embed: member dir = /tmp/d/member
+ *   I | embed: heartbeat = 100ms
+ *   I | embed: election = 1000ms
+ *   I | embed: snapshot count = 100000
+ *   I | embed: advertise client URLs = http://127.0.0.1:2379
+ *   I | embed: initial advertise peer URLs = http://127.0.0.1:2380   (member_initialized only)
+ *   I | embed: initial cluster =                 (member_initialized only; etcd prints it empty)
+ * Call after log_set_fd/log_set_level with the config's values. */
+void config_log_startup(const cetcd_config *cfg, bool member_initialized);
+
 /* Checks a new member's --initial-cluster against --name and
  * --initial-advertise-peer-urls, as etcd does when it bootstraps a fresh
  * data dir (etcdserver ServerConfig.VerifyBootstrap), and derives the ids.

@@ -1,0 +1,287 @@
+/*
+ * apply_actor.c -- the thread that applies committed entries to the store.
+ *
+ * Contract
+ *   Thread:   one, "apply". The only writer of the MVCC store.
+ *   Drains:   s->apply_mb: MSG_APPLY (committed entries, in log order) and
+ *             MSG_READ_INDEX (a net loop's read batch with its read index).
+ *   Produces: MSG_REPLIES to each net loop that proposed something in the
+ *             batch (one message per loop per batch); the read batches back
+ *             to their loops once applied >= read index; MSG_STORE_SYNCED to
+ *             raft every --snapshot-count entries (after a synced LevelDB
+ *             write), so the WAL before it can be released.
+ *   Batching: everything waiting, up to APPLY_BATCH_MAX entries, is applied
+ *             between one mvcc_batch_begin and ONE mvcc_batch_commit (one
+ *             LevelDB write). Replies leave only after that commit, so a
+ *             client never sees a write that a concurrent reader cannot.
+ *   Replies:  only for entries this member proposed in this incarnation
+ *             (proposer == member id, boot == boot nonce); replayed or
+ *             foreign entries are applied silently.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu.h>
+
+#include "actors/log.h"
+#include "actors/server.h"
+#include "internal.pb-c.h"
+#include "msg/errors.h"
+
+#define APPLY_BATCH_MAX 8192
+
+typedef struct reply_list {
+  reply *v;
+  size_t n, cap;
+} reply_list;
+
+typedef struct apply_actor {
+  server *s;
+  arena ar;
+  reply_list *loops;        /* per net loop, replies of the current batch */
+  uint32_t n_loops;
+  msg_read_index **reads;   /* read batches waiting for applied >= read_index */
+  size_t n_reads, cap_reads;
+  uint64_t applied, applied_term;
+  uint64_t last_synced;
+} apply_actor;
+
+static void add_reply(apply_actor *a, net_call call, int err, uint8_t *buf, size_t len) {
+  if (call.loop >= a->n_loops) {
+    free(buf);
+    return;
+  }
+  reply_list *l = &a->loops[call.loop];
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 256;
+    reply *v = realloc(l->v, cap * sizeof(*v));
+    if (!v) {
+      free(buf);
+      return; /* the client times out; memory is what failed */
+    }
+    l->v = v;
+    l->cap = cap;
+  }
+  l->v[l->n++] = (reply){.call = call, .err = err, .buf = buf, .len = len};
+}
+
+static void flush_replies(apply_actor *a) {
+  for (uint32_t i = 0; i < a->n_loops; i++) {
+    reply_list *l = &a->loops[i];
+    if (l->n == 0) continue;
+    msg_replies *m = malloc(sizeof(*m) + l->n * sizeof(reply));
+    if (!m) {
+      for (size_t k = 0; k < l->n; k++) free(l->v[k].buf);
+      l->n = 0;
+      continue;
+    }
+    m->hdr.kind = MSG_REPLIES;
+    m->n = l->n;
+    memcpy(m->r, l->v, l->n * sizeof(reply));
+    l->n = 0;
+    server_post_replies(a->s, i, m);
+  }
+}
+
+static uint8_t *pack(const ProtobufCMessage *msg, size_t *len) {
+  *len = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(*len ? *len : 1);
+  if (buf) protobuf_c_message_pack(msg, buf);
+  return buf;
+}
+
+static void fill_header(apply_actor *a, Etcdserverpb__ResponseHeader *h) {
+  h->cluster_id = a->s->cluster_id;
+  h->member_id = a->s->member_id;
+  h->raft_term = atomic_load(&a->s->term);
+}
+
+/* Runs one client request against the store; returns the packed response
+ * (or NULL with *err set). */
+static uint8_t *execute(apply_actor *a, const Cetcdpb__InternalRequest *req, size_t *len, int *err) {
+  Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+  fill_header(a, &hdr);
+  mvcc *m = a->s->store;
+  switch (req->request_case) {
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_PUT: {
+    Etcdserverpb__PutResponse r = ETCDSERVERPB__PUT_RESPONSE__INIT;
+    r.header = &hdr;
+    *err = mvcc_put(m, req->put, &r, &a->ar);
+    return *err ? NULL : pack(&r.base, len);
+  }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_DELETE_RANGE: {
+    Etcdserverpb__DeleteRangeResponse r = ETCDSERVERPB__DELETE_RANGE_RESPONSE__INIT;
+    r.header = &hdr;
+    *err = mvcc_delete_range(m, req->delete_range, &r, &a->ar);
+    return *err ? NULL : pack(&r.base, len);
+  }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_TXN: {
+    Etcdserverpb__TxnResponse r = ETCDSERVERPB__TXN_RESPONSE__INIT;
+    r.header = &hdr;
+    *err = mvcc_txn(m, req->txn, &r, &a->ar);
+    return *err ? NULL : pack(&r.base, len);
+  }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_COMPACTION: {
+    Etcdserverpb__CompactionResponse r = ETCDSERVERPB__COMPACTION_RESPONSE__INIT;
+    r.header = &hdr;
+    *err = mvcc_compact(m, req->compaction, &r, &a->ar);
+    return *err ? NULL : pack(&r.base, len);
+  }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_RANGE: {
+    Etcdserverpb__RangeResponse r = ETCDSERVERPB__RANGE_RESPONSE__INIT;
+    r.header = &hdr;
+    *err = mvcc_range_in_batch(m, req->range, &r, &a->ar);
+    return *err ? NULL : pack(&r.base, len);
+  }
+  default:
+    *err = -CETCD_E_INTERNAL;
+    return NULL;
+  }
+}
+
+static void apply_normal(apply_actor *a, const apply_entry *e) {
+  if (e->len == 0) return; /* a new leader's empty entry */
+  arena_reset(&a->ar);
+  Cetcdpb__InternalRequest *req = cetcdpb__internal_request__unpack(&a->ar.pb, e->len, e->data);
+  if (!req) {
+    /* Deterministic on every member: an undecodable entry is skipped by all. */
+    log_printf(LOG_LEVEL_ERROR, "apply", "cannot decode entry %llu; skipped", (unsigned long long)e->index);
+    return;
+  }
+  size_t len = 0;
+  int err = 0;
+  uint8_t *buf = execute(a, req, &len, &err);
+  bool mine = req->proposer == a->s->member_id && req->boot == a->s->boot_nonce;
+  if (!mine) {
+    free(buf);
+    return;
+  }
+  net_call call = {.loop = (uint32_t)(req->reply_token >> 32),
+                   .conn_slot = (uint32_t)req->reply_token,
+                   .conn_gen = (uint32_t)(req->reply_stream >> 32),
+                   .stream_id = (int32_t)(uint32_t)req->reply_stream};
+  if (!buf && !err) err = -CETCD_E_NOMEM;
+  add_reply(a, call, err, buf, len);
+}
+
+static void apply_entries(apply_actor *a, const msg_apply *m) {
+  for (size_t i = 0; i < m->n; i++) {
+    const apply_entry *e = &m->ents[i];
+    if (e->index <= a->applied) continue; /* already in the store */
+    if (e->type == RAFT_ENTRY_NORMAL) apply_normal(a, e);
+    a->applied = e->index;
+    a->applied_term = e->term;
+  }
+}
+
+static void release_reads(apply_actor *a) {
+  size_t keep = 0;
+  for (size_t i = 0; i < a->n_reads; i++) {
+    msg_read_index *r = a->reads[i];
+    if (r->read_index <= a->applied) {
+      if (net_post(a->s->net, r->loop, r) < 0) free(r);
+    } else {
+      a->reads[keep++] = r;
+    }
+  }
+  a->n_reads = keep;
+}
+
+static void hold_read(apply_actor *a, msg_read_index *r) {
+  if (a->n_reads == a->cap_reads) {
+    size_t cap = a->cap_reads ? a->cap_reads * 2 : 64;
+    msg_read_index **v = realloc(a->reads, cap * sizeof(*v));
+    if (!v) {
+      r->err = -CETCD_E_NOMEM;
+      if (net_post(a->s->net, r->loop, r) < 0) free(r);
+      return;
+    }
+    a->reads = v;
+    a->cap_reads = cap;
+  }
+  a->reads[a->n_reads++] = r;
+}
+
+static void maybe_sync_store(apply_actor *a) {
+  uint64_t every = a->s->opt.snapshot_count ? a->s->opt.snapshot_count : 100000;
+  if (a->applied < a->last_synced + every) return;
+  if (mvcc_sync(a->s->store) < 0) {
+    server_fatal(a->s, "apply: store sync failed", -EIO);
+    return;
+  }
+  a->last_synced = a->applied;
+  msg_store_synced *m = malloc(sizeof(*m));
+  if (!m) return;
+  *m = (msg_store_synced){.hdr = {MSG_STORE_SYNCED}, .index = a->applied, .term = a->applied_term};
+  mailbox_push(&a->s->raft_ctl_mb, m);
+}
+
+/* One batch: everything waiting, up to APPLY_BATCH_MAX entries. Returns
+ * false when told to stop. */
+static bool apply_batch(apply_actor *a) {
+  server *s = a->s;
+  msg_hdr *m;
+  size_t n_ents = 0;
+  bool stop = false, began = false;
+  uint64_t before = a->applied;
+  while (n_ents < APPLY_BATCH_MAX && (m = mailbox_pop(&s->apply_mb))) {
+    if (m->kind == MSG_STOP) {
+      free(m);
+      stop = true;
+      break;
+    }
+    if (m->kind == MSG_READ_INDEX) {
+      hold_read(a, (msg_read_index *)m);
+      continue;
+    }
+    if (!began) mvcc_batch_begin(s->store), began = true;
+    apply_entries(a, (msg_apply *)m);
+    n_ents += ((msg_apply *)m)->n;
+    free(m);
+  }
+  if (began) {
+    if (mvcc_batch_commit(s->store, a->applied) < 0) {
+      server_fatal(s, "apply: store write failed", -EIO);
+      return false;
+    }
+    if (a->applied != before) atomic_store(&s->applied_index, a->applied);
+    flush_replies(a);
+    maybe_sync_store(a);
+  }
+  release_reads(a);
+  if (!began && !stop && a->n_reads == 0) mailbox_wait(&s->apply_mb, -1);
+  else if (!began && !stop) mailbox_wait(&s->apply_mb, 10);
+  return !stop;
+}
+
+static void *apply_actor_main(void *arg) {
+  apply_actor *a = arg;
+  rcu_register_thread();
+  while (!atomic_load(&a->s->stopping) && apply_batch(a)) {
+  }
+  for (size_t i = 0; i < a->n_reads; i++) free(a->reads[i]);
+  free(a->reads);
+  for (uint32_t i = 0; i < a->n_loops; i++) free(a->loops[i].v);
+  free(a->loops);
+  arena_free(&a->ar);
+  rcu_unregister_thread();
+  free(a);
+  return NULL;
+}
+
+int apply_actor_start(server *s) {
+  apply_actor *a = calloc(1, sizeof(*a));
+  if (!a) return -ENOMEM;
+  a->s = s;
+  a->n_loops = s->opt.net_loops ? s->opt.net_loops : 1;
+  a->loops = calloc(a->n_loops, sizeof(*a->loops));
+  if (!a->loops) {
+    free(a);
+    return -ENOMEM;
+  }
+  arena_init(&a->ar, 64 * 1024);
+  a->applied = mvcc_consistent_index(s->store);
+  a->last_synced = a->applied;
+  atomic_store(&s->applied_index, a->applied);
+  return -pthread_create(&s->apply_th, NULL, apply_actor_main, a);
+}

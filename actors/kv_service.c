@@ -1,0 +1,363 @@
+/*
+ * kv_service.c -- the KV service on the net loops (the net actor's half of
+ * the request path).
+ *
+ * Contract
+ *   Threads:  every net loop; all state here is per loop (kv_loop), touched
+ *             only by that loop's thread.
+ *   Consumes: gRPC messages for the etcdserverpb.KV methods; MSG_REPLIES and
+ *             MSG_READ_INDEX posted back to this loop.
+ *   Produces: MSG_PROPOSE (one per write) and MSG_READ_INDEX (one per loop
+ *             turn that saw linearizable reads) into s->raft_mb.
+ *   Reads:    serializable Range requests are answered right here from the
+ *             RCU index + LevelDB (never leave the loop). Linearizable ones
+ *             wait in the turn's batch; the batch goes to raft for a read
+ *             index, then to apply, which posts it back once applied >= read
+ *             index; then each read runs exactly like a serializable one.
+ *   Checks:   etcd's gRPC-layer checks (empty key, ignore_value/lease with a
+ *             value/lease, --max-txn-ops, duplicate keys) before proposing;
+ *             --max-request-bytes on the proposal, as etcdserver does.
+ *   Full:     a full raft mailbox makes the push wait, which stops this loop
+ *             from reading its sockets: back-pressure reaches the clients.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <urcu.h>
+
+#include "actors/server.h"
+#include "actors/version.h"
+#include "internal.pb-c.h"
+#include "msg/errors.h"
+
+enum kv_method { M_RANGE, M_PUT, M_DELETE_RANGE, M_TXN, M_COMPACT };
+
+/* InternalRequest field numbers of the request oneof (msg/proto/internal.proto). */
+static const uint8_t proposal_field[] = {
+    [M_RANGE] = 10, [M_PUT] = 11, [M_DELETE_RANGE] = 12, [M_TXN] = 13, [M_COMPACT] = 14};
+
+static const net_method kv_methods[] = {
+    {"/etcdserverpb.KV/Range", NET_UNARY, M_RANGE},
+    {"/etcdserverpb.KV/Put", NET_UNARY, M_PUT},
+    {"/etcdserverpb.KV/DeleteRange", NET_UNARY, M_DELETE_RANGE},
+    {"/etcdserverpb.KV/Txn", NET_UNARY, M_TXN},
+    {"/etcdserverpb.KV/Compact", NET_UNARY, M_COMPACT},
+};
+
+/* Services whose issues have not landed yet: UNIMPLEMENTED, cleanly. */
+static const char *const unimplemented_services[] = {
+    "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
+    "etcdserverpb.Auth",  "v3electionpb.Election", "v3lockpb.Lock",
+};
+
+typedef struct pending_read {
+  net_call call;
+  uint8_t *req; /* a copy of the encoded RangeRequest */
+  size_t len;
+} pending_read;
+
+typedef struct read_batch {
+  uint64_t id;
+  pending_read *v;
+  size_t n;
+  struct read_batch *next;
+} read_batch;
+
+struct kv_loop {
+  server *s;
+  net_loop *loop;
+  uint32_t index;
+  arena ar;
+  uint8_t *out;         /* reusable buffer for packed responses */
+  size_t out_cap;
+  pending_read *cur;    /* linearizable reads of this turn */
+  size_t n_cur, cap_cur;
+  read_batch *inflight, *inflight_tail;
+  uint64_t next_batch;
+};
+
+static void reply_err(net_loop *loop, net_call call, int err) {
+  net_reply_error(loop, call, cetcd_err_code(err), cetcd_err_msg(err));
+}
+
+static void reply_msg(kv_loop *kl, net_call call, const ProtobufCMessage *m) {
+  size_t len = protobuf_c_message_get_packed_size(m);
+  if (len > kl->out_cap) {
+    size_t cap = len > 4096 ? len : 4096;
+    uint8_t *b = realloc(kl->out, cap);
+    if (!b) {
+      reply_err(kl->loop, call, -CETCD_E_NOMEM);
+      return;
+    }
+    kl->out = b;
+    kl->out_cap = cap;
+  }
+  protobuf_c_message_pack(m, kl->out);
+  net_reply(kl->loop, call, kl->out, len);
+}
+
+static void fill_header(server *s, Etcdserverpb__ResponseHeader *h) {
+  h->cluster_id = s->cluster_id;
+  h->member_id = s->member_id;
+  h->raft_term = atomic_load(&s->term);
+}
+
+/* A Range served from this thread: the serializable path, and the last step
+ * of the linearizable one. */
+static void serve_range(kv_loop *kl, net_call call, const Etcdserverpb__RangeRequest *req) {
+  Etcdserverpb__ResponseHeader hdr = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+  Etcdserverpb__RangeResponse resp = ETCDSERVERPB__RANGE_RESPONSE__INIT;
+  fill_header(kl->s, &hdr);
+  resp.header = &hdr;
+  int err = mvcc_range(kl->s->store, req, &resp, &kl->ar);
+  if (err) reply_err(kl->loop, call, err);
+  else reply_msg(kl, call, &resp.base);
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (uint8_t)v;
+  return n;
+}
+
+/* Builds the log entry for a write: an InternalRequest whose request field
+ * is the client's message, byte for byte (a submessage field and a bytes
+ * field look the same on the wire, so nothing is re-encoded). */
+static void propose(kv_loop *kl, net_call call, int method, const uint8_t *msg, size_t len) {
+  server *s = kl->s;
+  uint8_t head[64];
+  size_t h = 0;
+  head[h++] = 0x08, h += put_varint(head + h, s->member_id);
+  head[h++] = 0x10, h += put_varint(head + h, s->boot_nonce);
+  head[h++] = 0x18, h += put_varint(head + h, (uint64_t)call.loop << 32 | call.conn_slot);
+  head[h++] = 0x20, h += put_varint(head + h, (uint64_t)call.conn_gen << 32 | (uint32_t)call.stream_id);
+  head[h++] = (uint8_t)(proposal_field[method] << 3 | 2), h += put_varint(head + h, len);
+  if (h + len > s->opt.max_request_bytes) {
+    reply_err(kl->loop, call, -CETCD_E_REQUEST_TOO_LARGE);
+    return;
+  }
+  msg_propose *p = malloc(sizeof(*p) + h + len);
+  if (!p) {
+    reply_err(kl->loop, call, -CETCD_E_NOMEM);
+    return;
+  }
+  p->hdr.kind = MSG_PROPOSE;
+  p->call = call;
+  p->len = (uint32_t)(h + len);
+  memcpy(p->data, head, h);
+  memcpy(p->data + h, msg, len);
+  mailbox_push(&s->raft_mb, p);
+}
+
+static void queue_read(kv_loop *kl, net_call call, const uint8_t *msg, size_t len) {
+  if (kl->n_cur == kl->cap_cur) {
+    size_t cap = kl->cap_cur ? kl->cap_cur * 2 : 64;
+    pending_read *v = realloc(kl->cur, cap * sizeof(*v));
+    if (!v) {
+      reply_err(kl->loop, call, -CETCD_E_NOMEM);
+      return;
+    }
+    kl->cur = v;
+    kl->cap_cur = cap;
+  }
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!copy) {
+    reply_err(kl->loop, call, -CETCD_E_NOMEM);
+    return;
+  }
+  memcpy(copy, msg, len);
+  kl->cur[kl->n_cur++] = (pending_read){call, copy, len};
+}
+
+/* Decodes and checks one request; returns 0 or a negative cetcd_err. */
+static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len, void **out) {
+  ProtobufCAllocator *al = &kl->ar.pb;
+  switch (method) {
+  case M_RANGE: {
+    Etcdserverpb__RangeRequest *r = etcdserverpb__range_request__unpack(al, len, msg);
+    *out = r;
+    return r ? kv_validate_range(r) : -CETCD_E_MALFORMED;
+  }
+  case M_PUT: {
+    Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(al, len, msg);
+    return r ? kv_validate_put(r) : -CETCD_E_MALFORMED;
+  }
+  case M_DELETE_RANGE: {
+    Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(al, len, msg);
+    return r ? kv_validate_delete_range(r) : -CETCD_E_MALFORMED;
+  }
+  case M_TXN: {
+    Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(al, len, msg);
+    return r ? kv_validate_txn(r, (int)kl->s->opt.max_txn_ops) : -CETCD_E_MALFORMED;
+  }
+  case M_COMPACT: {
+    Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(al, len, msg);
+    return r ? 0 : -CETCD_E_MALFORMED;
+  }
+  default:
+    return -CETCD_E_INTERNAL;
+  }
+}
+
+static void on_message(void *app, net_loop *loop, net_call call, int method, const uint8_t *msg, size_t len) {
+  server *s = app;
+  kv_loop *kl = s->loops[net_loop_index(loop)];
+  arena_reset(&kl->ar);
+  void *decoded = NULL;
+  int err = check_request(kl, method, msg, len, &decoded);
+  if (err) {
+    reply_err(loop, call, err);
+    return;
+  }
+  if (method != M_RANGE) {
+    propose(kl, call, method, msg, len);
+    return;
+  }
+  const Etcdserverpb__RangeRequest *r = decoded;
+  if (r->serializable) serve_range(kl, call, r);
+  else queue_read(kl, call, msg, len);
+}
+
+static void on_turn_end(void *app, net_loop *loop) {
+  server *s = app;
+  kv_loop *kl = s->loops[net_loop_index(loop)];
+  if (kl->n_cur == 0) return;
+  read_batch *b = malloc(sizeof(*b));
+  msg_read_index *m = malloc(sizeof(*m));
+  if (!b || !m) {
+    free(b), free(m);
+    return; /* retried at the end of the next turn */
+  }
+  *b = (read_batch){.id = kl->next_batch++, .v = kl->cur, .n = kl->n_cur};
+  kl->cur = NULL;
+  kl->n_cur = kl->cap_cur = 0;
+  if (kl->inflight_tail) kl->inflight_tail->next = b;
+  else kl->inflight = b;
+  kl->inflight_tail = b;
+  *m = (msg_read_index){.hdr = {MSG_READ_INDEX}, .loop = kl->index, .batch = b->id};
+  mailbox_push(&s->raft_mb, m);
+}
+
+static read_batch *take_batch(kv_loop *kl, uint64_t id) {
+  read_batch **pp = &kl->inflight, *prev = NULL;
+  for (read_batch *b = kl->inflight; b; prev = b, pp = &b->next, b = b->next) {
+    if (b->id != id) continue;
+    *pp = b->next;
+    if (kl->inflight_tail == b) kl->inflight_tail = prev;
+    return b;
+  }
+  return NULL;
+}
+
+static void run_reads(kv_loop *kl, msg_read_index *m) {
+  read_batch *b = take_batch(kl, m->batch);
+  if (!b) return;
+  for (size_t i = 0; i < b->n; i++) {
+    pending_read *p = &b->v[i];
+    if (m->err) {
+      reply_err(kl->loop, p->call, m->err);
+    } else {
+      arena_reset(&kl->ar);
+      Etcdserverpb__RangeRequest *r = etcdserverpb__range_request__unpack(&kl->ar.pb, p->len, p->req);
+      if (r) serve_range(kl, p->call, r);
+      else reply_err(kl->loop, p->call, -CETCD_E_MALFORMED);
+    }
+    free(p->req);
+  }
+  free(b->v);
+  free(b);
+}
+
+static void deliver_replies(kv_loop *kl, msg_replies *m) {
+  for (size_t i = 0; i < m->n; i++) {
+    reply *r = &m->r[i];
+    if (r->err) reply_err(kl->loop, r->call, r->err);
+    else net_reply(kl->loop, r->call, r->buf, r->len);
+    free(r->buf);
+  }
+}
+
+static void on_post(void *app, net_loop *loop, void *msg) {
+  server *s = app;
+  kv_loop *kl = s->loops[net_loop_index(loop)];
+  msg_hdr *h = msg;
+  if (h->kind == MSG_REPLIES) deliver_replies(kl, msg);
+  else if (h->kind == MSG_READ_INDEX) run_reads(kl, msg);
+  free(msg);
+}
+
+void server_post_replies(server *s, uint32_t loop, msg_replies *m) {
+  if (!s->net || net_post(s->net, loop, m) < 0) {
+    for (size_t i = 0; i < m->n; i++) free(m->r[i].buf);
+    free(m);
+  }
+}
+
+static void on_http(void *app, net_loop *loop, const net_http_req *req) {
+  (void)app;
+  char body[256];
+  if (strcmp(req->target, "/version") == 0) {
+    int n = snprintf(body, sizeof(body), "{\"etcdserver\":\"%s\",\"etcdcluster\":\"%s\"}",
+                     CETCD_ETCD_COMPAT_VERSION, CETCD_API_VERSION ".0");
+    net_http_reply(loop, req->call, 200, "application/json", NULL, body, (size_t)n);
+  } else if (strcmp(req->target, "/health") == 0) {
+    static const char ok[] = "{\"health\":\"true\"}";
+    net_http_reply(loop, req->call, 200, "application/json", NULL, ok, sizeof(ok) - 1);
+  } else {
+    static const char nf[] = "404 page not found\n";
+    net_http_reply(loop, req->call, 404, "text/plain; charset=utf-8", NULL, nf, sizeof(nf) - 1);
+  }
+}
+
+static void on_loop_start(void *app, net_loop *loop, uint32_t index) {
+  server *s = app;
+  rcu_register_thread();
+  kv_loop *kl = calloc(1, sizeof(*kl));
+  if (!kl) abort(); /* at start-up: nothing to save */
+  kl->s = s;
+  kl->loop = loop;
+  kl->index = index;
+  arena_init(&kl->ar, 64 * 1024);
+  s->loops[index] = kl;
+}
+
+static void on_loop_stop(void *app, net_loop *loop) {
+  server *s = app;
+  uint32_t index = net_loop_index(loop);
+  kv_loop *kl = s->loops[index];
+  while (kl->inflight) {
+    read_batch *b = kl->inflight;
+    kl->inflight = b->next;
+    for (size_t i = 0; i < b->n; i++) free(b->v[i].req);
+    free(b->v);
+    free(b);
+  }
+  for (size_t i = 0; i < kl->n_cur; i++) free(kl->cur[i].req);
+  free(kl->cur);
+  free(kl->out);
+  arena_free(&kl->ar);
+  free(kl);
+  s->loops[index] = NULL;
+  rcu_unregister_thread();
+}
+
+void kv_service_config(server *s, net_config *cfg, net_handlers *h) {
+  cfg->methods = kv_methods;
+  cfg->n_methods = sizeof(kv_methods) / sizeof(kv_methods[0]);
+  cfg->unimplemented_services = unimplemented_services;
+  cfg->n_unimplemented = sizeof(unimplemented_services) / sizeof(unimplemented_services[0]);
+  /* grpc-go in etcd accepts max-request-bytes plus this much framing slack. */
+  cfg->max_recv_msg_bytes = s->opt.max_request_bytes + 512 * 1024;
+  memset(h, 0, sizeof(*h));
+  h->app = s;
+  h->on_loop_start = on_loop_start;
+  h->on_loop_stop = on_loop_stop;
+  h->on_message = on_message;
+  h->on_turn_end = on_turn_end;
+  h->on_post = on_post;
+  h->on_http = on_http;
+}
