@@ -504,6 +504,50 @@ static void test_log_levels_and_raft(void)
   fclose(f);
 }
 
+static void test_log_startup(void)
+{
+  struct run r = {0};
+  run_parse(&r,
+            A("--name", "t", "--election-timeout=1050", "--advertise-client-urls",
+              "http://127.0.0.1:2,http://127.0.0.1:1", "--listen-client-urls", "http://127.0.0.1:1"),
+            NULL);
+  CU_ASSERT_EQUAL_FATAL(r.rc, CONFIG_RUN);
+  FILE *f = tmpfile();
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  log_set_fd(fileno(f));
+  config_log_startup(&r.cfg, true);
+  log_set_fd(2);
+  char *s = slurp(f);
+  const char *want[] = {
+      " I | etcdmain: cetcd Version: " CETCD_VERSION "\n",
+      " W | etcdmain: no data-dir provided, using default data-dir ./t.cetcd\n",
+      " N | etcdmain: the server is already initialized as member before, starting as etcd "
+      "member...\n",
+      " I | embed: name = t\n",
+      " I | embed: data dir = t.cetcd\n",
+      " I | embed: member dir = t.cetcd/member\n",
+      " I | embed: heartbeat = 100ms\n",
+      " I | embed: election = 1000ms\n",
+      " I | embed: snapshot count = 100000\n",
+      " I | embed: advertise client URLs = http://127.0.0.1:1,http://127.0.0.1:2\n",
+      " I | embed: initial advertise peer URLs = http://localhost:2380\n",
+      " I | embed: initial cluster = \n",
+  };
+  const char *at = s;
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    const char *p = strstr(at, want[i]);
+    if (!p) {
+      printf("\n  missing or out of order: [%s]\n", want[i]);
+      CU_FAIL("startup line");
+      break;
+    }
+    at = p + strlen(want[i]);
+  }
+  free(s);
+  fclose(f);
+  run_free(&r);
+}
+
 enum { LOG_THREADS = 4, LOG_LINES = 300 };
 
 static void *log_hammer(void *arg)
@@ -571,6 +615,7 @@ int main(void)
   CU_add_test(l, "capnslog line format", test_log_format);
   CU_add_test(l, "levels and the raft line format", test_log_levels_and_raft);
   CU_add_test(l, "lines from threads stay whole", test_log_threads);
+  CU_add_test(l, "startup summary lines", test_log_startup);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures();
