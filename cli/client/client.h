@@ -1,6 +1,7 @@
 /*
- * client.h -- cetcd's gRPC client: HTTP/2 cleartext (h2c) over nghttp2,
- * messages encoded with protobuf-c. Used by cetcd-bench and cetcdctl.
+ * client.h -- cetcd's gRPC client: HTTP/2 over nghttp2 (cleartext h2c, or
+ * TLS with ALPN h2), messages encoded with protobuf-c. Used by cetcd-bench
+ * and cetcdctl.
  *
  * DESIGN
  *
@@ -11,8 +12,9 @@
  * and no object may be touched from another thread while a loop runs. To use
  * several cores, make one loop per thread and give each its own connections.
  *
- * A connection speaks HTTP/2 with prior knowledge (no TLS, no Upgrade), which
- * is what grpc-go servers (etcd) accept on an http:// URL. Any number of
+ * A connection speaks HTTP/2 with prior knowledge (no Upgrade), which is
+ * what grpc-go servers (etcd) accept on an http:// URL; https:// adds TLS
+ * (OpenSSL, ALPN h2) underneath (see cc_conn_open_tls). Any number of
  * calls share one connection as HTTP/2 streams; a call never waits for
  * another one to finish (nghttp2 queues streams beyond the server's
  * SETTINGS_MAX_CONCURRENT_STREAMS). The receive windows are large (stream
@@ -45,6 +47,9 @@
  *   caller keeps ownership.
  * - Data and message pointers handed to callbacks (cc_reply) are valid only
  *   until the callback returns; copy what must be kept.
+ * - Calls in flight are bounded by the caller (each holds a pooled struct
+ *   and buffers until it completes); the library does not queue beyond
+ *   what nghttp2 queues for the server's stream limit.
  * - A cc_stream handle is valid from cc_stream_open until its on_close
  *   callback returns.
  */
