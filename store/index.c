@@ -56,6 +56,7 @@ struct idx {
   idx_node *wroot; /* working tree */
   uint64_t epoch;  /* nodes with this epoch are unpublished: mutate in place */
   uint64_t nkeys;
+  uint64_t copies; /* nodes copied by cow() */
   void **ret; /* retired since the last publish */
   size_t nret, capret;
 };
@@ -127,6 +128,7 @@ static idx_node *cow(idx *t, idx_node *n) {
   memcpy(c, n, node_bytes(n->leaf));
   c->epoch = t->epoch;
   retire(t, n);
+  t->copies++;
   return c;
 }
 
@@ -252,6 +254,8 @@ void idx_range(const idx_node *root, const uint8_t *key, size_t key_len, const u
 const idx_node *idx_writer_node(const idx *t) { return t->wroot; }
 
 uint64_t idx_key_count(const idx *t) { return t->nkeys; }
+
+uint64_t idx_nodes_copied(const idx *t) { return t->copies; }
 
 static void node_insert_at(idx_node *n, uint32_t i, idx_key *k, idx_node *child) {
   memmove(&n->key[i + 1], &n->key[i], (n->n - i) * sizeof(n->key[0]));

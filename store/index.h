@@ -119,6 +119,8 @@ void idx_set_val_unshared(idx *t, idx_key *k, idx_val *v);
 int idx_publish(idx *t, int64_t rev, int64_t compact_rev);
 /* Number of keys in the working tree. */
 uint64_t idx_key_count(const idx *t);
+/* Nodes copied (copy-on-write) since idx_new: for tests and metrics. */
+uint64_t idx_nodes_copied(const idx *t);
 
 /* Compaction at at_rev: keeps, per key, the newest change <= at_rev unless it
  * is a tombstone (then that and all older changes go; a key left with nothing

@@ -91,7 +91,11 @@ int mvcc_compact(mvcc *m, const Etcdserverpb__CompactionRequest *req,
 int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
                         Etcdserverpb__RangeResponse *resp, arena *a);
 /* One LevelDB write for everything since mvcc_batch_begin, plus the
- * consistent index; then publishes the new index root to readers. */
+ * consistent index; then publishes the new index root to readers; then, if
+ * the batch compacted, removes the old revisions (index first, then after an
+ * RCU grace period one more LevelDB write). If the LevelDB write fails the
+ * in-memory index is ahead of the disk: the store must be closed (the WAL
+ * replays from mvcc_consistent_index() on the next open). */
 int mvcc_batch_commit(mvcc *m, uint64_t consistent_index);
 /* Makes everything committed so far durable in LevelDB itself (a synced
  * write), so the WAL before mvcc_consistent_index() may be released. */

@@ -132,6 +132,28 @@ static void test_cow_snapshot(void) {
   idx_free(t);
 }
 
+/* Within one batch a node is copied at most once: a batch of 1000 inserts
+ * copies far fewer than 1000 paths; updates of existing keys copy nothing. */
+static void test_copy_once_per_batch(void) {
+  idx *t = idx_new();
+  for (int i = 0; i < 20000; i += 2) put_at(t, i, 2, 2, 1);
+  idx_publish(t, 2, -1);
+  uint64_t c0 = idx_nodes_copied(t);
+  unsigned seed = 3;
+  for (int j = 0; j < 1000; j++) put_at(t, (int)(rand_r(&seed) % 10000) * 2 + 1, 3, 3, 1);
+  idx_publish(t, 3, -1);
+  uint64_t copied = idx_nodes_copied(t) - c0;
+  /* 10000 keys make ~500 leaves under ~20 inner nodes: every leaf and inner
+   * node copied at most once; path copying per insert would be ~3000 */
+  CU_ASSERT(copied > 0 && copied < 700);
+  printf("(%llu nodes copied for 1000 inserts) ", (unsigned long long)copied);
+  c0 = idx_nodes_copied(t);
+  for (int i = 0; i < 20000; i += 2) put_at(t, i, 4, 2, 2);
+  idx_publish(t, 4, -1);
+  CU_ASSERT(idx_nodes_copied(t) == c0);
+  idx_free(t);
+}
+
 static void drop_count(void *arg, const idx_key *k, const idx_rev *r) {
   (void)k, (void)r;
   (*(int *)arg)++;
@@ -279,6 +301,7 @@ int main(void) {
   CU_pSuite s = CU_add_suite("index", NULL, NULL);
   CU_add_test(s, "basic", test_basic);
   CU_add_test(s, "copy-on-write snapshot", test_cow_snapshot);
+  CU_add_test(s, "one copy per node per batch", test_copy_once_per_batch);
   CU_add_test(s, "compact", test_compact);
   CU_add_test(s, "concurrent readers", test_concurrent_readers);
   CU_basic_set_mode(CU_BRM_VERBOSE);
