@@ -10,7 +10,7 @@
  * it must not decrease within the log's records of type WAL_REC_ENTRY (a
  * smaller one means the caller overwrote a suffix: replay reports both, the
  * caller keeps the later one) and wal_release() drops whole segments whose
- * records are all below a given index.
+ * entry records are all below a given index.
  *
  * Group commit: wal_append() only buffers; wal_sync() writes every buffered
  * record with one write(v) and one fdatasync. A new segment is created (and the
@@ -21,8 +21,9 @@
  * WAL_REC_ENTRY written before it, plus one (0 for the very first segment).
  *
  * Each new segment starts with a copy of the latest WAL_REC_META,
- * WAL_REC_SNAPSHOT and WAL_REC_HARDSTATE records written before it (as etcd's
- * WAL does), so wal_release() can delete old segments without losing them.
+ * WAL_REC_SNAPSHOT and WAL_REC_HARDSTATE records written before it (etcd's
+ * WAL does the same with its metadata and hard state), so wal_release() can
+ * delete old segments without losing them.
  * Replay may therefore deliver those records more than once: the last one
  * delivered is the current one.
  *
