@@ -1106,7 +1106,7 @@ void config_print_version(FILE *out)
   fprintf(out,
           "cetcd Version: %s\n"
           "Git SHA: %s\n"
-          "etcd Version: %s\n"
+          "etcd Compatible Version: %s\n"
           "API version: %s\n"
           "OS/Arch: linux/%s\n",
           CETCD_VERSION, CETCD_GIT_SHA, CETCD_ETCD_COMPAT_VERSION, CETCD_API_VERSION, arch);
