@@ -18,6 +18,7 @@
 #include <CUnit/Basic.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
@@ -355,6 +356,7 @@ static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint1
   static const char *const capture[] = {"token", "hasleader"};
   net_config cfg = {.listen = listen, .n_listen = 1, .loops = loops,
                     .capture_headers = capture, .n_capture = 2, .tick_ms = 20,
+                    .max_conn_out_bytes = 256 * 1024,
                     .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
                     .methods = toy_methods, .n_methods = 4,
                     .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
@@ -1181,6 +1183,150 @@ static void test_junk_storm(void) {
   cli_close(&c);
 }
 
+
+/* A minimal counting client (backpressure test, --bench mode). */
+
+typedef struct bcli {
+  nghttp2_session *h2;
+  long done, bytes;
+} bcli;
+
+static int b_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
+  (void)s, (void)id, (void)code;
+  ((bcli *)ud)->done++;
+  return 0;
+}
+
+static int b_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len,
+                     void *ud) {
+  (void)s, (void)flags, (void)id, (void)d;
+  ((bcli *)ud)->bytes += (long)len;
+  return 0;
+}
+
+/* A client that writes and does not read. HTTP/2 flow control alone lets
+ * it send 4 x 4 MiB here (stream and connection windows), more than the
+ * kernel buffers hold; only the server's pause (its unsent output reached
+ * max_conn_out_bytes, 256 KiB) makes the client's writes block. When the
+ * client reads again everything completes. */
+enum { BP_STREAMS = 4, BP_REC = 3005, BP_RECS = 1300 }; /* 3000-byte messages */
+
+typedef struct bp_src {
+  uint64_t sent;
+  uint64_t limit;
+} bp_src;
+
+static ssize_t bp_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
+                       nghttp2_data_source *src, void *ud) {
+  (void)s, (void)id, (void)ud;
+  bp_src *b = src->ptr;
+  size_t n = b->limit - b->sent < length ? (size_t)(b->limit - b->sent) : length;
+  static const uint8_t pfx[5] = {0, 0, 0, 0x0b, 0xb8};
+  for (size_t i = 0; i < n; i++) {
+    size_t pos = (size_t)((b->sent + i) % BP_REC);
+    buf[i] = pos < 5 ? pfx[pos] : 'e';
+  }
+  b->sent += n;
+  if (b->sent == b->limit) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return (ssize_t)n;
+}
+
+static void test_backpressure(void) {
+  int fd = connect_port(PORT);
+  CU_ASSERT_FATAL(fd >= 0);
+  bcli b = {0};
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, b_on_close);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, b_on_data);
+  nghttp2_session_client_new(&b.h2, cb, &b);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30}};
+  nghttp2_submit_settings(b.h2, NGHTTP2_FLAG_NONE, iv, 1);
+  nghttp2_session_set_local_window_size(b.h2, NGHTTP2_FLAG_NONE, 0, 1 << 30);
+  nghttp2_nv nva[6] = {
+      {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
+      {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+      {(uint8_t *)":path", (uint8_t *)"/etcdserverpb.Watch/Watch", 5, 25, 0},
+      {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+      {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, 0},
+      {(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0}};
+  /* learn the server's windows (SETTINGS, WINDOW_UPDATE) before going deaf */
+  static uint8_t in[1 << 17];
+  for (int i = 0; i < 10; i++) {
+    const uint8_t *p;
+    ssize_t n;
+    while ((n = nghttp2_session_mem_send(b.h2, &p)) > 0) CU_ASSERT_EQUAL(write(fd, p, (size_t)n), n);
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 10) > 0) {
+      ssize_t r = read(fd, in, sizeof(in));
+      CU_ASSERT_FATAL(r > 0 && nghttp2_session_mem_recv(b.h2, in, (size_t)r) == r);
+    }
+  }
+  CU_ASSERT(nghttp2_session_get_remote_window_size(b.h2) >= 16 * 1024 * 1024 - 65535);
+  static bp_src srcs[BP_STREAMS];
+  for (int i = 0; i < BP_STREAMS; i++) {
+    srcs[i] = (bp_src){0, (uint64_t)BP_REC * BP_RECS};
+    nghttp2_data_provider prd = {.source.ptr = &srcs[i], .read_callback = bp_read};
+    nghttp2_submit_request(b.h2, NULL, nva, 6, &prd, NULL);
+  }
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  static uint8_t pend[1 << 17];
+  size_t plen = 0, poff = 0;
+  uint64_t written = 0;
+  int stalled = 0, idle = 0;
+  /* phase 1: write only */
+  while (!stalled) {
+    if (poff == plen) {
+      const uint8_t *p;
+      ssize_t n = nghttp2_session_mem_send(b.h2, &p);
+      if (n <= 0) break; /* flow control exhausted: the server never paused */
+      memcpy(pend, p, (size_t)n);
+      plen = (size_t)n;
+      poff = 0;
+    }
+    ssize_t w = write(fd, pend + poff, plen - poff);
+    if (w > 0) {
+      poff += (size_t)w;
+      written += (uint64_t)w;
+      idle = 0;
+    } else if (errno == EAGAIN) {
+      usleep(2000);
+      stalled = ++idle > 100; /* ~0.2 s without progress */
+    } else {
+      break;
+    }
+  }
+  CU_ASSERT_TRUE(stalled);
+  if (!stalled) fprintf(stderr, "backpressure: wrote %lu bytes without a stall\n", (unsigned long)written);
+  /* phase 2: read and write until every stream is done */
+  for (int i = 0; i < 100000 && b.done < BP_STREAMS; i++) {
+    if (poff == plen) {
+      const uint8_t *p;
+      ssize_t n = nghttp2_session_mem_send(b.h2, &p);
+      if (n > 0) {
+        memcpy(pend, p, (size_t)n);
+        plen = (size_t)n;
+        poff = 0;
+      }
+    }
+    if (poff < plen) {
+      ssize_t w = write(fd, pend + poff, plen - poff);
+      if (w > 0) poff += (size_t)w;
+    }
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, poff < plen ? 0 : 10) > 0) {
+      ssize_t r = read(fd, in, sizeof(in));
+      if (r <= 0) break;
+      CU_ASSERT_FATAL(nghttp2_session_mem_recv(b.h2, in, (size_t)r) == r);
+    }
+  }
+  CU_ASSERT_EQUAL(b.done, BP_STREAMS);
+  CU_ASSERT_EQUAL(b.bytes, (long)BP_STREAMS * ((long)BP_REC * BP_RECS + 8)); /* echoes + "bye" */
+  nghttp2_session_del(b.h2);
+  close(fd);
+}
+
 static int suite_init(void) { return toy_start(2, 4096, 1200, &PORT); }
 static int suite_clean(void) {
   toy_stop();
@@ -1201,26 +1347,6 @@ static int serve_main(void) {
   return 0;
 }
 
-
-/* ===== --bench mode: unary throughput over one connection =============== */
-
-typedef struct bcli {
-  nghttp2_session *h2;
-  long done, bytes;
-} bcli;
-
-static int b_on_close(nghttp2_session *s, int32_t id, uint32_t code, void *ud) {
-  (void)s, (void)id, (void)code;
-  ((bcli *)ud)->done++;
-  return 0;
-}
-
-static int b_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *d, size_t len,
-                     void *ud) {
-  (void)s, (void)flags, (void)id, (void)d;
-  ((bcli *)ud)->bytes += (long)len;
-  return 0;
-}
 
 static ssize_t b_read(nghttp2_session *s, int32_t id, uint8_t *buf, size_t length, uint32_t *flags,
                       nghttp2_data_source *src, void *ud) {
@@ -1320,6 +1446,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "port in use", test_port_in_use);
   CU_add_test(srv, "GOAWAY on stop", test_goaway_on_stop);
   CU_add_test(srv, "junk storm", test_junk_storm);
+  CU_add_test(srv, "backpressure", test_backpressure);
   CU_add_test(srv, "header size limit", test_header_limit);
   CU_add_test(srv, "non-gRPC content-type", test_not_grpc);
   CU_basic_set_mode(CU_BRM_VERBOSE);
