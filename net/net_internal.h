@@ -155,6 +155,7 @@ struct net_server {
   uint16_t *ports;           /* per listen address */
   int stopping;              /* set once by net_server_stop */
   int posting;               /* producers inside net_post */
+  int loops_exit;            /* set after `stopping` once posts have landed */
   uint32_t conns_per_loop;
 };
 

@@ -534,7 +534,7 @@ static void *loop_main(void *arg) {
   tl_loop = loop;
   loop->next_tick_ns = now_ns() + (uint64_t)s->cfg.tick_ms * 1000000u;
   if (s->h.on_loop_start) s->h.on_loop_start(s->h.app, loop, loop->index);
-  while (!__atomic_load_n(&s->stopping, __ATOMIC_ACQUIRE)) {
+  while (!__atomic_load_n(&s->loops_exit, __ATOMIC_ACQUIRE)) {
     bool slept = false;
     int timeout = 0;
     if (!loop->dirty && mailbox_prepare_sleep(&loop->mb)) {
@@ -656,10 +656,10 @@ static void loop_free(net_server *s, net_loop *loop) {
     }
   }
   if (loop->mb.slots) {
+    /* Empty after a run (see net_server_stop); only a loop that never ran
+     * could hold anything, and its app state was never set up. */
     void *m;
-    while ((m = mailbox_pop(&loop->mb)) != NULL) {
-      if (s->h.on_post) s->h.on_post(s->h.app, loop, m); else free(m);
-    }
+    while ((m = mailbox_pop(&loop->mb)) != NULL) free(m);
     mailbox_destroy(&loop->mb);
   }
   net_h2_loop_free(loop);
@@ -741,14 +741,19 @@ int net_server_start(const net_config *cfg, const net_handlers *h, net_server **
 
 void net_server_stop(net_server *s) {
   if (!s) return;
+  /* First refuse new posts and let the ones under way land (a producer
+   * blocked on a full mailbox backs out), then stop the loops: each drains
+   * its mailbox through on_post before on_loop_stop, so nothing posted is
+   * left behind and on_post never runs after on_loop_stop. */
   __atomic_store_n(&s->stopping, 1, __ATOMIC_SEQ_CST);
+  while (__atomic_load_n(&s->posting, __ATOMIC_SEQ_CST) > 0) sched_yield();
+  __atomic_store_n(&s->loops_exit, 1, __ATOMIC_SEQ_CST);
   for (uint32_t i = 0; i < s->n_loops; i++) {
     uint64_t one = 1;
     ssize_t n = write(mailbox_fd(&s->loops[i].mb), &one, sizeof(one));
     (void)n;
   }
   for (uint32_t i = 0; i < s->n_loops; i++) pthread_join(s->loops[i].thread, NULL);
-  while (__atomic_load_n(&s->posting, __ATOMIC_SEQ_CST) > 0) sched_yield();
   s->n_loops = s->cfg.loops; /* free every loop, even ones never started */
   server_free(s);
 }

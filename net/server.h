@@ -194,14 +194,13 @@ enum { NET_MAX_CAPTURE = 8 };
  * a message into err. `cfg` arrays and strings must outlive the server. */
 int net_server_start(const net_config *cfg, const net_handlers *h,
                      net_server **out, char *err, size_t err_len);
-/* Stops and joins the loops, closes every connection (live calls get
- * on_call_cancel / on_stream_end(NET_END_GONE)), hands messages still in a
- * loop's mailbox to on_post (replies to dead calls are dropped; without
- * on_post they are free()d), then runs on_loop_stop on each loop thread.
- * Posts that race with the stop are given to on_post from the stopping
- * thread or refused (-1); a producer blocked on a full mailbox is released
- * with -1. Not from a loop thread; no net_post after it returns. NULL is a
- * no-op. */
+/* Stops the server: refuses further posts (net_post returns -1, a producer
+ * blocked on a full mailbox is released with -1) and waits for posts under
+ * way; then each loop closes its connections (live calls get
+ * on_call_cancel / on_stream_end(NET_END_GONE); replies are dropped),
+ * hands every message left in its mailbox to on_post, runs on_loop_stop,
+ * and exits; all are joined. on_post never runs after on_loop_stop. Not
+ * from a loop thread; no net_post after it returns. NULL is a no-op. */
 void net_server_stop(net_server *s);
 
 /* --- any thread ----------------------------------------------------------- */
