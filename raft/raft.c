@@ -210,7 +210,9 @@ static int boot_restart(raft *r, const raft_boot *b)
     r->snap_owner = NULL;
     raft_conf_apply_state(r, &b->snap.conf);
     for (size_t i = 0; i < b->n_entries; i++) {
-        int rc = raft_log_append(r, &b->entries[i]);
+        raft_entry e = b->entries[i];
+        e.owner = NULL; /* the caller's bytes: freed with cfg->free_data */
+        int rc = raft_log_append(r, &e);
         if (rc != RAFT_OK)
             return rc;
     }
