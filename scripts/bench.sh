@@ -14,9 +14,14 @@
 # missing or not serving), 1 on any other failure.
 #
 # Environment (defaults in brackets):
-#   BUILD [build]  ETCD [etcd]  ROUNDS [2]  TOTAL [100000]  CLIENTS [1000]
-#   CONNS [100]  KEY_SIZE [8]  VAL_SIZE [256]  THREADS [1]
+#   BUILD [build]  ETCD [etcd]  CETCD [$BUILD/bin/cetcd]  ROUNDS [2]  THREADS [1]
 #   BENCH_OUT [$BUILD/bench-report.md]
+#   SCENARIOS [default]: `default` is the put comparison below; `standard`
+#     runs the unary rows of issue 6's standard comparison (put at 1, 100
+#     and 1000 clients, linearizable and serializable range at 1 and 1000
+#     clients, txn-put at 100 clients).
+#   For the default put: TOTAL [100000] CLIENTS [1000] CONNS [100]
+#     KEY_SIZE [8] VAL_SIZE [256]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +36,7 @@ KEY_SIZE=${KEY_SIZE:-8}
 VAL_SIZE=${VAL_SIZE:-256}
 THREADS=${THREADS:-1}
 BENCH=$BUILD/bin/cetcd-bench
-CETCD=$BUILD/bin/cetcd
+CETCD=${CETCD:-$BUILD/bin/cetcd}
 BENCH_OUT=${BENCH_OUT:-$BUILD/bench-report.md}
 
 die() { echo "bench.sh: $*" >&2; exit 1; }
@@ -111,13 +116,39 @@ calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 
 json_num() { sed -n "s/.*\"$1\":\\([-0-9.e+]*\\).*/\\1/p"; }
 
-# run_round NAME BIN -> appends "name rps p99 hwm_kb errors srv_cpu bench_cpu_ms" to $TMP/rows
+# The scenarios: "label|cetcd-bench arguments". The default is the put
+# comparison the project is judged by; SCENARIOS=standard runs the unary
+# rows of issue 6's standard comparison.
+RANGE_KEY=bench-range-key
+default_scenarios() {
+  echo "put ${CLIENTS}c/${CONNS}x|--conns $CONNS --clients $CLIENTS put --total $TOTAL --key-size $KEY_SIZE --val-size $VAL_SIZE"
+}
+standard_scenarios() {
+  echo "put 1c/1x|--conns 1 --clients 1 put --total 10000 --key-size 8 --val-size 256"
+  echo "put 100c/10x|--conns 10 --clients 100 put --total 100000 --key-size 8 --val-size 256"
+  echo "put 1000c/100x|--conns 100 --clients 1000 put --total 100000 --key-size 8 --val-size 256"
+  echo "range-l 1c/1x|--conns 1 --clients 1 range $RANGE_KEY --consistency l --total 10000"
+  echo "range-l 1000c/100x|--conns 100 --clients 1000 range $RANGE_KEY --consistency l --total 100000"
+  echo "range-s 1c/1x|--conns 1 --clients 1 range $RANGE_KEY --consistency s --total 10000"
+  echo "range-s 1000c/100x|--conns 100 --clients 1000 range $RANGE_KEY --consistency s --total 100000"
+  echo "txn-put 100c/10x|--conns 10 --clients 100 txn-put --total 50000 --key-size 8 --val-size 256 --key-space-size 1000000"
+}
+
+# run_round SCENARIO NAME BIN ARGS -> appends "name rps p99 hwm_kb errors" to
+# $TMP/rows.<scenario index>
 run_round() {
-  local name=$1 bin=$2 out
+  local idx=$1 name=$2 bin=$3 args=$4 out
   start_server "$name" "$bin" || return 1
-  out=$("$BENCH" --endpoints "$SERVER_EP" --conns "$CONNS" --clients "$CLIENTS" \
-    --threads "$THREADS" --server-pid "$SERVER_PID" --format json \
-    put --total "$TOTAL" --key-size "$KEY_SIZE" --val-size "$VAL_SIZE") || true
+  case $args in
+  *" range $RANGE_KEY "*)
+    # something to read: one key with a 256-byte value
+    ETCDCTL_API=3 etcdctl --endpoints "$SERVER_EP" put "$RANGE_KEY" "$(printf '%256s' | tr ' ' v)" \
+      >/dev/null || { stop_server; echo "bench.sh: etcdctl put failed on $name" >&2; return 1; }
+    ;;
+  esac
+  # shellcheck disable=SC2086 # args is a word list by design
+  out=$("$BENCH" --endpoints "$SERVER_EP" --threads "$THREADS" --server-pid "$SERVER_PID" \
+    --format json $args) || true
   stop_server
   [ -n "$out" ] || { echo "bench.sh: cetcd-bench printed nothing for $name" >&2; return 1; }
   echo "$out" >>"$BUILD/bench-results.jsonl"
@@ -135,7 +166,7 @@ run_round() {
   if [ "$errs" != "0" ]; then
     echo "$out" | sed -n 's/.*"error_distribution":\(\[[^]]*\]\).*/    errors: \1/p'
   fi
-  echo "$name $rps $p99 $hwm $errs" >>"$TMP/rows"
+  echo "$name $rps $p99 $hwm $errs" >>"$TMP/rows.$idx"
 }
 
 have_cetcd=1
@@ -144,36 +175,60 @@ if [ ! -x "$CETCD" ]; then
   have_cetcd=0
 fi
 
-echo "put: $CLIENTS clients over $CONNS conns, $KEY_SIZE B keys, $VAL_SIZE B values, $TOTAL requests per round, $ROUNDS rounds each"
-echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); etcd: $("$ETCD" --version | head -n 1)"
-: >"$TMP/rows"
-for r in $(seq 1 "$ROUNDS"); do
-  echo "round $r:"
-  run_round etcd "$ETCD" || die "etcd round $r failed"
-  if [ $have_cetcd = 1 ] && ! run_round cetcd "$CETCD"; then
-    echo "bench.sh: cetcd could not be measured; continuing with etcd only."
-    have_cetcd=0
-  fi
-done
+case ${SCENARIOS:-default} in
+default) default_scenarios >"$TMP/scenarios" ;;
+standard) standard_scenarios >"$TMP/scenarios" ;;
+*) die "SCENARIOS must be default or standard" ;;
+esac
 
-# mean throughput, mean p99, max peak RSS per server
+echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); etcd: $("$ETCD" --version | head -n 1)"
+echo "each scenario: $ROUNDS rounds, etcd and cetcd alternating, a fresh server per round; 8 B keys, 256 B values unless said"
+idx=0
+while IFS='|' read -r label args; do
+  idx=$((idx + 1))
+  echo "$label  (cetcd-bench $args)"
+  : >"$TMP/rows.$idx"
+  for r in $(seq 1 "$ROUNDS"); do
+    echo " round $r:"
+    run_round "$idx" etcd "$ETCD" "$args" || die "etcd round $r of '$label' failed"
+    if [ $have_cetcd = 1 ] && ! run_round "$idx" cetcd "$CETCD" "$args"; then
+      echo "bench.sh: cetcd could not be measured; continuing with etcd only."
+      have_cetcd=0
+    fi
+  done
+done <"$TMP/scenarios"
+
+# mean throughput, mean p99, max peak RSS, errors, rounds, and the
+# throughput's spread (min-max) of one server in one scenario
 summary() {
-  awk -v n="$1" '$1 == n { k++; rps += $2; p99 += $3; if ($4 > hwm) hwm = $4; err += $5 }
-    END { if (k) printf "%.1f %.6f %d %d %d\n", rps / k, p99 / k, hwm, err, k }' "$TMP/rows"
+  awk -v n="$1" '$1 == n { k++; rps += $2; p99 += $3; if ($4 > hwm) hwm = $4; err += $5
+      if (k == 1 || $2 < lo) lo = $2; if ($2 > hi) hi = $2 }
+    END { if (k) printf "%.1f %.6f %d %d %d %.0f-%.0f\n", rps / k, p99 / k, hwm, err, k, lo, hi
+          else print "0 0 0 0 0 -" }' "$2"
 }
-read -r e_rps e_p99 e_hwm e_err e_k <<<"$(summary etcd)"
+ratio() { awk "BEGIN { if ($2 > 0) printf \"%.2fx\", $1 / $2; else printf \"-\" }"; }
 {
-  echo "| server | rounds | req/s (mean) | p99 ms (mean) | peak RSS MiB (max) | errors |"
-  echo "|---|---|---|---|---|---|"
-  printf '| etcd 3.4 | %d | %.0f | %.2f | %.1f | %d |\n' "$e_k" "$e_rps" "$(calc "$e_p99*1000")" "$(calc "$e_hwm/1024")" "$e_err"
-  if [ $have_cetcd = 1 ]; then
-    read -r c_rps c_p99 c_hwm c_err c_k <<<"$(summary cetcd)"
-    printf '| cetcd | %d | %.0f | %.2f | %.1f | %d |\n' "$c_k" "$c_rps" "$(calc "$c_p99*1000")" "$(calc "$c_hwm/1024")" "$c_err"
-    printf '| cetcd / etcd | | %.2fx | %.2fx | %.2fx | |\n' "$(calc "$c_rps/$e_rps")" \
-      "$(calc "$c_p99/$e_p99")" "$(calc "$c_hwm/$e_hwm")"
-  else
-    echo "| cetcd | - | not measured (binary missing or not serving) | | | |"
-  fi
+  echo "| scenario | etcd req/s | cetcd req/s | ratio | etcd p99 ms | cetcd p99 ms | ratio | etcd peak RSS MiB | cetcd peak RSS MiB | ratio | errors etcd/cetcd |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  idx=0
+  while IFS='|' read -r label _; do
+    idx=$((idx + 1))
+    read -r e_rps e_p99 e_hwm e_err _ e_spread <<<"$(summary etcd "$TMP/rows.$idx")"
+    if [ $have_cetcd = 1 ]; then
+      read -r c_rps c_p99 c_hwm c_err _ c_spread <<<"$(summary cetcd "$TMP/rows.$idx")"
+      printf '| %s | %.0f (%s) | %.0f (%s) | %s | %.2f | %.2f | %s | %.1f | %.1f | %s | %d/%d |\n' "$label" \
+        "$e_rps" "$e_spread" "$c_rps" "$c_spread" "$(ratio "$c_rps" "$e_rps")" "$(calc "$e_p99*1000")" "$(calc "$c_p99*1000")" \
+        "$(ratio "$c_p99" "$e_p99")" "$(calc "$e_hwm/1024")" "$(calc "$c_hwm/1024")" \
+        "$(ratio "$c_hwm" "$e_hwm")" "$e_err" "$c_err"
+    else
+      printf '| %s | %.0f (%s) | not measured | | %.2f | | | %.1f | | | %d/- |\n' "$label" \
+        "$e_rps" "$e_spread" "$(calc "$e_p99*1000")" "$(calc "$e_hwm/1024")" "$e_err"
+    fi
+  done <"$TMP/scenarios"
+  echo
+  echo "Means over $ROUNDS rounds, with the throughput's min-max in parentheses; peak RSS is"
+  echo "the largest VmHWM; ratios are cetcd / etcd."
+  echo "Machine: $(nproc) cores, $(uname -sr); load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
 } | tee "$BENCH_OUT"
 echo "report: $BENCH_OUT; raw results: $BUILD/bench-results.jsonl"
 if [ $have_cetcd = 0 ]; then
