@@ -35,10 +35,13 @@ void mailbox_destroy(mailbox *mb) {
 }
 
 static void mailbox_kick(mailbox *mb) {
-  /* Pairs with the fence in mailbox_prepare_sleep: either the consumer sees
-   * our message on its re-check, or we see its sleeping flag. */
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&mb->sleeping, __ATOMIC_RELAXED) &&
+  /* Dekker with mailbox_prepare_sleep: the enqueue (a mutex release) and this
+   * seq_cst read of the flag against the consumer's seq_cst store of the
+   * flag and its read of the ring: either the consumer sees our message on
+   * its re-check, or we see its sleeping flag. A seq_cst read-modify-write
+   * stands in for a bare fence (which ThreadSanitizer cannot model). */
+  (void)__atomic_fetch_add(&mb->fence_word, 0, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&mb->sleeping, __ATOMIC_SEQ_CST) &&
       __atomic_exchange_n(&mb->sleeping, 0, __ATOMIC_ACQ_REL)) {
     uint64_t one = 1;
     ssize_t n = write(mb->efd, &one, sizeof(one));
@@ -85,8 +88,8 @@ unsigned mailbox_size(const mailbox *mb) { return ck_ring_size(&mb->ring); }
 int mailbox_fd(const mailbox *mb) { return mb->efd; }
 
 bool mailbox_prepare_sleep(mailbox *mb) {
-  __atomic_store_n(&mb->sleeping, 1, __ATOMIC_RELAXED);
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  __atomic_store_n(&mb->sleeping, 1, __ATOMIC_SEQ_CST);
+  (void)__atomic_fetch_add(&mb->fence_word, 0, __ATOMIC_SEQ_CST);
   if (ck_ring_size(&mb->ring) > 0) {
     __atomic_store_n(&mb->sleeping, 0, __ATOMIC_RELAXED);
     return false;

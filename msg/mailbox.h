@@ -38,6 +38,7 @@ typedef struct mailbox {
   unsigned capacity;      /* ring slots (power of two); holds capacity-1 */
   int efd;                /* eventfd, nonblocking */
   int sleeping;           /* consumer is (about to be) blocked: producers must wake it */
+  int fence_word;         /* target of seq_cst no-op RMWs used as full fences */
 } mailbox;
 
 /* capacity is rounded up to a power of two. Returns 0 or -errno. */
