@@ -51,6 +51,12 @@
  *
  * Call nothing else on r between raft_ready_get and raft_ready_advance.
  *
+ * MEMORY: the log since the last raft_compact lives in memory (entry structs
+ * by value in a ring, bytes where the caller's proposal put them), so the
+ * caller compacts regularly (etcd: every --snapshot-count entries). The
+ * ready's arrays are reused from ready to ready: in the steady state a
+ * leader allocates nothing per proposal, a follower one buffer per MsgApp.
+ *
  * OWNERSHIP AND LIFETIMES
  *  - Everything reachable from a raft_ready (arrays of structs, messages,
  *    the snapshot, read states) is valid until the matching advance only.

@@ -805,7 +805,7 @@ static void chaos(sim *s)
         if (m)
             do_read(s, m);
     }
-    if (s->n_init > 1 && chance(g, s->p_crash)) {
+    if (chance(g, s->p_crash)) {
         /* sometimes together with the leader: the worst moment for data
          * that was acknowledged but not durable */
         member *m = random_up(s);
