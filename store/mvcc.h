@@ -115,7 +115,9 @@ int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__Ran
  * watch events. kv is valid during the call only. prev_kv is not provided:
  * read it with mvcc_range at mod_revision - 1. Returns CETCD_E_COMPACTED if
  * from_rev < the compact revision (etcd's rule for a watch start revision),
- * else 0. The whole walk holds rcu_read_lock: keep fn short. */
+ * else 0. The whole walk holds rcu_read_lock, and a compaction's commit
+ * waits for it: fn must not block (e.g. on a full ring the apply thread
+ * drains), or the apply thread stalls. Walk in chunks (to_rev) instead. */
 typedef bool (*mvcc_change_fn)(void *arg, int type, const Mvccpb__KeyValue *kv);
 int mvcc_changes(mvcc *m, int64_t from_rev, int64_t to_rev, mvcc_change_fn fn, void *arg);
 
