@@ -117,6 +117,7 @@ struct net_conn {
   bool h1_busy;              /* an HTTP/1.1 request awaits its reply */
   bool h1_keep_alive;
   bool h1_head;              /* the pending request is HEAD: reply without body */
+  bool h1_streaming;         /* a chunked reply is under way */
   bool h1_continue_sent;     /* "100 Continue" sent for the request being read */
   net_conn *next_dirty;
 };

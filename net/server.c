@@ -187,7 +187,10 @@ static void conn_set_events(net_conn *c) {
                net_buf_pending(&c->wbuf) >= s->cfg.max_conn_out_bytes;
   bool out = net_buf_pending(&c->wbuf) > 0;
   if (pause == c->reading_paused && out == c->want_out) return;
-  struct epoll_event ev = {.events = (pause ? 0u : (uint32_t)EPOLLIN) | (out ? (uint32_t)EPOLLOUT : 0u),
+  /* EPOLLRDHUP even while paused: a client that hangs up on a pending
+   * HTTP/1.1 request is noticed (on_http_cancel). */
+  struct epoll_event ev = {.events = (pause ? 0u : (uint32_t)EPOLLIN) | (out ? (uint32_t)EPOLLOUT : 0u) |
+                                     (uint32_t)EPOLLRDHUP,
                            .data.u64 = EV_DATA(EV_CONN, c->slot)};
   epoll_ctl(c->loop->epfd, EPOLL_CTL_MOD, c->fd, &ev);
   c->reading_paused = pause;
@@ -217,6 +220,11 @@ static void conn_teardown(net_conn *c) {
   net_loop *loop = c->loop;
   c->closing = true; /* replies from teardown callbacks are dropped */
   if (c->proto == CONN_H2) net_h2_conn_free(c);
+  if (c->proto == CONN_HTTP1 && c->h1_busy && loop->srv->h.on_http_cancel) {
+    net_call call = {loop->index, c->slot, c->gen, 0};
+    loop->srv->h.on_http_cancel(loop->srv->h.app, loop, call);
+  }
+  c->h1_busy = c->h1_streaming = false;
   epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
@@ -274,7 +282,7 @@ static void loop_accept(net_loop *loop, int lfd) {
     c->stream_out_bytes = 0;
     c->dirty = c->want_out = c->reading_paused = false;
     c->close_after_write = c->closing = c->h1_busy = false;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_DATA(EV_CONN, c->slot)};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = EV_DATA(EV_CONN, c->slot)};
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
       close(fd);
       c->fd = -1;
@@ -336,26 +344,90 @@ static void h1_process(net_conn *c) {
   }
 }
 
+/* The HTTP/1.1 connection whose request `call` is, if it awaits an answer. */
+static net_conn *h1_conn(net_loop *loop, net_call call) {
+  net_conn *c = net_conn_lookup(loop, call);
+  if (!c || c->proto != CONN_HTTP1 || call.stream_id != 0 || !c->h1_busy) return NULL;
+  return c;
+}
+
+static int h1_head(net_conn *c, int status, const char *content_type, const char *extra_headers,
+                   const char *framing, size_t body_room) {
+  char head[512];
+  int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s%s", status,
+                   http1_reason(status), content_type ? content_type : "text/plain", framing,
+                   c->h1_keep_alive ? "" : "Connection: close\r\n");
+  if (n < 0 || (size_t)n >= sizeof(head)) return -1;
+  size_t extra = extra_headers ? strlen(extra_headers) : 0;
+  if (net_buf_reserve(&c->wbuf, (size_t)n + extra + 2 + body_room) != 0) return -1;
+  net_buf_append(&c->wbuf, head, (size_t)n);
+  if (extra) net_buf_append(&c->wbuf, extra_headers, extra);
+  net_buf_append(&c->wbuf, "\r\n", 2);
+  net_conn_mark_dirty(c);
+  return 0;
+}
+
+/* The answer is complete: the next request may be parsed. */
+static void h1_done(net_conn *c) {
+  c->h1_busy = false;
+  c->h1_streaming = false;
+  if (!c->h1_keep_alive) c->close_after_write = true;
+  net_conn_mark_dirty(c);
+}
+
 void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
                     const char *extra_headers, const void *body, size_t len) {
-  net_conn *c = net_conn_lookup(loop, call);
-  if (!c || c->proto != CONN_HTTP1 || call.stream_id != 0 || !c->h1_busy) return;
-  char head[512];
-  int n = snprintf(head, sizeof(head), "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s",
-                   status, http1_reason(status), content_type ? content_type : "text/plain",
-                   len, c->h1_keep_alive ? "" : "Connection: close\r\n");
-  if (n < 0 || (size_t)n >= sizeof(head)) n = 0;
-  if (net_buf_reserve(&c->wbuf, (size_t)n + (extra_headers ? strlen(extra_headers) : 0) + 2 + len) != 0) {
+  net_conn *c = h1_conn(loop, call);
+  if (!c || c->h1_streaming) return;
+  char cl[48];
+  snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", len);
+  if (h1_head(c, status, content_type, extra_headers, cl, len) != 0) {
     net_conn_close(c);
     return;
   }
-  net_buf_append(&c->wbuf, head, (size_t)n);
-  if (extra_headers) net_buf_append(&c->wbuf, extra_headers, strlen(extra_headers));
-  net_buf_append(&c->wbuf, "\r\n", 2);
   if (len && !c->h1_head) net_buf_append(&c->wbuf, body, len);
-  c->h1_busy = false;
-  if (!c->h1_keep_alive) c->close_after_write = true;
+  h1_done(c);
+}
+
+int net_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
+                          const char *extra_headers) {
+  net_conn *c = h1_conn(loop, call);
+  if (!c || c->h1_streaming) return -1;
+  if (h1_head(c, status, content_type, extra_headers, "Transfer-Encoding: chunked\r\n", 0) != 0) {
+    net_conn_close(c);
+    return -1;
+  }
+  c->h1_streaming = true;
+  return 0;
+}
+
+int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len) {
+  net_conn *c = h1_conn(loop, call);
+  if (!c || !c->h1_streaming) return -1;
+  if (len == 0 || c->h1_head) return 0; /* an empty chunk would end the body */
+  char size[24];
+  int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+  if (net_buf_reserve(&c->wbuf, (size_t)n + len + 2) != 0) {
+    net_conn_close(c);
+    return -1;
+  }
+  net_buf_append(&c->wbuf, size, (size_t)n);
+  net_buf_append(&c->wbuf, data, len);
+  net_buf_append(&c->wbuf, "\r\n", 2);
   net_conn_mark_dirty(c);
+  return 0;
+}
+
+void net_http_stream_end(net_loop *loop, net_call call) {
+  net_conn *c = h1_conn(loop, call);
+  if (!c || !c->h1_streaming) return;
+  if (!c->h1_head) net_buf_append(&c->wbuf, "0\r\n\r\n", 5);
+  h1_done(c);
+}
+
+size_t net_http_pending_bytes(net_loop *loop, net_call call) {
+  net_conn *c = h1_conn(loop, call);
+  return c ? net_buf_pending(&c->wbuf) : 0;
 }
 
 /* ---- input --------------------------------------------------------------- */
@@ -496,7 +568,7 @@ static void loop_handle(net_loop *loop, const struct epoll_event *ev) {
     net_conn *c = &loop->conns[idx];
     if (c->proto == CONN_FREE || c->closing) return;
     if (ev->events & EPOLLOUT) net_conn_mark_dirty(c);
-    if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)) conn_readable(c);
+    if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) conn_readable(c);
   }
 }
 

@@ -157,6 +157,9 @@ typedef struct net_handlers {
   /* Plain HTTP/1.1 request (told apart from HTTP/2 by the connection
    * preface). NULL = every request gets 404. */
   void (*on_http)(void *app, net_loop *loop, const net_http_req *req);
+  /* The connection of an HTTP/1.1 request still being answered closed (or
+   * the server is stopping): the call id is dead. Optional. */
+  void (*on_http_cancel)(void *app, net_loop *loop, net_call call);
 } net_handlers;
 
 typedef struct net_config {
@@ -238,9 +241,21 @@ bool net_call_alive(net_loop *loop, net_call call);
  * not captured, or the call is dead. *len may be NULL. */
 const char *net_call_metadata(net_loop *loop, net_call call, const char *name, size_t *len);
 
-/* Answers the HTTP/1.1 request `call` (from net_http_req.call).
+/* Answers the HTTP/1.1 request `call` (from net_http_req.call) with a
+ * Content-Length body (none on the wire for HEAD).
  * extra_headers: NULL or "Name: value\r\n..." lines appended verbatim. */
 void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
                     const char *extra_headers, const void *body, size_t len);
+/* Or a streamed answer (Transfer-Encoding: chunked), e.g. the gateway's
+ * watch: start, any number of sends (one chunk each; empty ones are
+ * skipped), end. Return 0, or -1 if the call is dead / not in that state.
+ * A client that hangs up meanwhile gets on_http_cancel. */
+int net_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
+                          const char *extra_headers);
+int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len);
+void net_http_stream_end(net_loop *loop, net_call call);
+/* Answer bytes of the request's connection the socket has not taken yet
+ * (slow-consumer detection for streamed answers); 0 if dead. */
+size_t net_http_pending_bytes(net_loop *loop, net_call call);
 
 #endif

@@ -236,6 +236,10 @@ typedef struct toy {
   int loops_started;
   int turns;
   int ticks;
+  net_call held;   /* an HTTP/1.1 request answered later (owned by held.loop) */
+  int held_ticks;  /* chunks still to send from on_tick; -1 = never answer */
+  int held_set;
+  int http_cancels;
   int stream_ends_half, stream_ends_gone, cancels;
 } toy;
 
@@ -306,8 +310,29 @@ static void toy_cancel(void *app, net_loop *loop, net_call call, int mid) {
 }
 
 static void toy_tick(void *app, net_loop *loop) {
+  toy *t = app;
+  __atomic_fetch_add(&t->ticks, 1, __ATOMIC_SEQ_CST);
+  if (!__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) || t->held.loop != net_loop_index(loop)) return;
+  if (t->held_ticks > 0) {
+    char chunk[16];
+    int n = snprintf(chunk, sizeof(chunk), "tick%d\n", t->held_ticks);
+    int rc = net_http_stream_send(loop, t->held, chunk, (size_t)n);
+    TOY_CHECK(rc == 0);
+    if (--t->held_ticks == 0) {
+      net_http_stream_end(loop, t->held);
+      __atomic_store_n(&t->held_set, 0, __ATOMIC_SEQ_CST);
+    }
+  }
+}
+
+static void toy_http_cancel(void *app, net_loop *loop, net_call call) {
+  toy *t = app;
   (void)loop;
-  __atomic_fetch_add(&((toy *)app)->ticks, 1, __ATOMIC_SEQ_CST);
+  TOY_CHECK(call.stream_id == 0);
+  if (__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) && memcmp(&call, &t->held, sizeof(call)) == 0) {
+    __atomic_store_n(&t->held_set, 0, __ATOMIC_SEQ_CST);
+  }
+  __atomic_fetch_add(&t->http_cancels, 1, __ATOMIC_SEQ_CST);
 }
 
 static void toy_turn_end(void *app, net_loop *loop) {
@@ -329,7 +354,23 @@ static void toy_post(void *app, net_loop *loop, void *msg) {
 }
 
 static void toy_http(void *app, net_loop *loop, const net_http_req *req) {
-  (void)app;
+  toy *t = app;
+  if (strcmp(req->target, "/stream") == 0) {
+    net_http_stream_start(loop, req->call, 200, "application/json", NULL);
+    net_http_stream_send(loop, req->call, "{\"a\":1}\n", 8);
+    net_http_stream_send(loop, req->call, "", 0);
+    net_http_stream_send(loop, req->call, "{\"b\":22}\n", 9);
+    net_http_stream_end(loop, req->call);
+    return;
+  }
+  if (strcmp(req->target, "/tickstream") == 0 || strcmp(req->target, "/hang") == 0) {
+    /* answered from on_tick (or never): the call outlives this callback */
+    if (req->target[1] == 't') net_http_stream_start(loop, req->call, 200, "text/plain", NULL);
+    t->held = req->call;
+    t->held_ticks = req->target[1] == 't' ? 3 : -1;
+    __atomic_store_n(&t->held_set, 1, __ATOMIC_SEQ_CST);
+    return;
+  }
   char body[2200];
   int n = snprintf(body, sizeof(body), "hello %s %s %zu", req->method, req->target, req->body_len);
   net_http_reply(loop, req->call, 200, "text/plain", "X-Test: 1\r\n", body, (size_t)n);
@@ -362,7 +403,8 @@ static int toy_start(uint32_t loops, size_t max_msg, uint32_t max_streams, uint1
                     .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
   net_handlers h = {.app = &T, .on_loop_start = toy_loop_start, .on_message = toy_message,
                     .on_stream_end = toy_stream_end, .on_call_cancel = toy_cancel,
-                    .on_turn_end = toy_turn_end, .on_tick = toy_tick, .on_post = toy_post, .on_http = toy_http};
+                    .on_turn_end = toy_turn_end, .on_tick = toy_tick, .on_post = toy_post, .on_http = toy_http,
+                    .on_http_cancel = toy_http_cancel};
   char err[256];
   if (mailbox_init(&T.worker_mb, 1024) != 0) return -1;
   if (net_server_start(&cfg, &h, &T.srv, err, sizeof(err)) != 0) {
@@ -916,6 +958,26 @@ static void test_http1(void) {
   read_all(fd, out, sizeof(out), &eof);
   CU_ASSERT_PTR_NOT_NULL(strstr(out, "Content-Length: 15\r\n"));
   CU_ASSERT_TRUE(strlen(out) > 4 && strcmp(out + strlen(out) - 4, "\r\n\r\n") == 0);
+  /* a chunked answer made at once, and one made over three ticks */
+  const char *st = "GET /stream HTTP/1.1\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, st, strlen(st)), (ssize_t)strlen(st));
+  read_all(fd, out, sizeof(out), &eof);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "Transfer-Encoding: chunked\r\n"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "\r\n\r\n8\r\n{\"a\":1}\n\r\n9\r\n{\"b\":22}\n\r\n0\r\n\r\n"));
+  CU_ASSERT_PTR_NULL(strstr(out, "Content-Length"));
+  st = "GET /tickstream HTTP/1.1\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, st, strlen(st)), (ssize_t)strlen(st));
+  size_t got = 0;
+  out[0] = 0;
+  for (int i = 0; i < 100 && !strstr(out, "0\r\n\r\n"); i++) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, 20) <= 0) continue;
+    ssize_t r = read(fd, out + got, sizeof(out) - 1 - got);
+    if (r <= 0) break;
+    got += (size_t)r;
+    out[got] = 0;
+  }
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "\r\n\r\n6\r\ntick3\n\r\n6\r\ntick2\n\r\n6\r\ntick1\n\r\n0\r\n\r\n"));
   /* chunked bodies are refused with 411 and the connection closes */
   const char *ch = "POST /v3/kv/put HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n";
   CU_ASSERT_EQUAL(write(fd, ch, strlen(ch)), (ssize_t)strlen(ch));
@@ -923,6 +985,19 @@ static void test_http1(void) {
   CU_ASSERT_TRUE(strncmp(out, "HTTP/1.1 411 Length Required\r\n", 30) == 0);
   CU_ASSERT_TRUE(eof);
   close(fd);
+}
+
+static void test_http1_cancel(void) {
+  int c0 = __atomic_load_n(&T.http_cancels, __ATOMIC_SEQ_CST);
+  int fd = connect_port(PORT);
+  const char *h = "GET /hang HTTP/1.1\r\n\r\n";
+  CU_ASSERT_EQUAL(write(fd, h, strlen(h)), (ssize_t)strlen(h));
+  for (int i = 0; i < 100 && !__atomic_load_n(&T.held_set, __ATOMIC_SEQ_CST); i++) usleep(5000);
+  CU_ASSERT_TRUE(__atomic_load_n(&T.held_set, __ATOMIC_SEQ_CST));
+  close(fd); /* reading is paused while the request is pending: RDHUP tells */
+  for (int i = 0; i < 100 && __atomic_load_n(&T.http_cancels, __ATOMIC_SEQ_CST) == c0; i++) usleep(5000);
+  CU_ASSERT_EQUAL(__atomic_load_n(&T.http_cancels, __ATOMIC_SEQ_CST), c0 + 1);
+  CU_ASSERT_FALSE(__atomic_load_n(&T.held_set, __ATOMIC_SEQ_CST));
 }
 
 static void test_two_loops(void) {
@@ -1439,6 +1514,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "bidi stream", test_bidi_stream);
   CU_add_test(srv, "server stream, flow control", test_server_stream_flow_control);
   CU_add_test(srv, "http1", test_http1);
+  CU_add_test(srv, "http1 cancel", test_http1_cancel);
   CU_add_test(srv, "two loops", test_two_loops);
   CU_add_test(srv, "settings", test_max_streams_setting);
   CU_add_test(srv, "ticks", test_ticks);
