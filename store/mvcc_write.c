@@ -28,11 +28,16 @@ static Etcdserverpb__ResponseHeader *new_header(arena *a) {
   return h;
 }
 
-static void emit(mvcc *m, int type, const Mvccpb__KeyValue *kv, const idx_key *k,
-                 const idx_rev *prev) {
-  if (!m->ev) return;
+/* The previous KeyValue for an event, read before the change replaces the
+ * key's cached value (so it comes from the cache, not LevelDB). */
+static Mvccpb__KeyValue *event_prev(mvcc *m, const idx_key *k, const idx_rev *prev) {
   Mvccpb__KeyValue *pkv = NULL;
-  if (prev && read_kv(m, k, prev, true, &m->tmp, &pkv)) pkv = NULL;
+  if (m->ev && prev && read_kv(m, k, prev, true, &m->tmp, &pkv)) pkv = NULL;
+  return pkv;
+}
+
+static void emit(mvcc *m, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *pkv) {
+  if (!m->ev) return;
   m->ev(m->ev_arg, type, kv, pkv);
   arena_reset(&m->tmp);
 }
@@ -57,6 +62,7 @@ static int do_put(mvcc *m, idx_key *k, const ProtobufCBinaryData *key, const Pro
   int64_t sub;
   int rc = wr_record(m, &kv, false, &sub);
   if (rc) return rc;
+  Mvccpb__KeyValue *pkv = event_prev(m, k, prev);
   idx_rev ch = {.main = rev, .sub = (uint32_t)sub, .create = kv.create_revision,
                 .version = kv.version, .lease = lease};
   idx_key *nk = k;
@@ -67,7 +73,7 @@ static int do_put(mvcc *m, idx_key *k, const ProtobufCBinaryData *key, const Pro
   idx_set_val(m->index, nk, val_new(rev, sub, value->data, value->len));
   lease_detach(m, prev, key->data, key->len);
   if (lease && m->has_hooks && m->hooks.attach) m->hooks.attach(m->hooks.arg, lease, key->data, key->len);
-  emit(m, MVCCPB__EVENT__EVENT_TYPE__PUT, &kv, k, prev);
+  emit(m, MVCCPB__EVENT__EVENT_TYPE__PUT, &kv, pkv);
   return 0;
 }
 
@@ -79,12 +85,13 @@ static int do_delete(mvcc *m, const idx_key *k, const idx_rev *prev) {
   int64_t sub;
   int rc = wr_record(m, &kv, true, &sub);
   if (rc) return rc;
+  Mvccpb__KeyValue *pkv = event_prev(m, k, prev);
   idx_rev ch = {.main = m->req_main, .sub = (uint32_t)sub, .tomb = 1};
   idx_prepend(m->index, (idx_key *)k, &ch);
   idx_set_val(m->index, (idx_key *)k, NULL);
   lease_detach(m, prev, k->key, k->len);
   kv.mod_revision = m->req_main;
-  emit(m, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, k, prev);
+  emit(m, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, pkv);
   return 0;
 }
 

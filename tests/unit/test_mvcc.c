@@ -955,6 +955,22 @@ static void test_events(void) {
   put("a", "2");
   del("a");
   CU_ASSERT_STRING_EQUAL(evlog, "P a@2;P a@3 prev=1;D a@4 prev=2;");
+  /* several changes of one key in one batch: prev comes from the batch */
+  evlog[0] = 0;
+  mvcc_batch_begin(M);
+  for (int i = 0; i < 3; i++) {
+    Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+    req.key = B("b"), req.value = B(i == 0 ? "x" : i == 1 ? "y" : "z");
+    Etcdserverpb__PutResponse resp = ETCDSERVERPB__PUT_RESPONSE__INIT;
+    resp.header = &H;
+    CU_ASSERT(mvcc_put(M, &req, &resp, &A) == 0);
+  }
+  CU_ASSERT(mvcc_batch_commit(M, next_ci++) == 0);
+  CU_ASSERT_STRING_EQUAL(evlog, "P b@5;P b@6 prev=x;P b@7 prev=y;");
+  evlog[0] = 0;
+  Etcdserverpb__DeleteRangeResponse r;
+  CU_ASSERT(del_ex("a", NUL, false, &r) == 8);
+  CU_ASSERT_STRING_EQUAL(evlog, "D b@8 prev=z;");
   done();
 }
 
