@@ -106,13 +106,17 @@ def run_file(path, ref_bin, cand_bin, pool):
                 if c.stdin:
                     print("  stdin: %r" % (c.stdin[:200],))
                 sys.stdout.write(d)
+            if not ref.alive():
+                print("FAIL %s: the reference etcd died at line %d (an input etcd "
+                      "itself cannot take does not belong in a case file); log tail:\n%s"
+                      % (name, c.lineno, ref.log_tail(8)))
+                rest = ncmd - passed - failed
+                return passed, failed + rest
             if not cand.alive():
                 print("FAIL %s: candidate died (status %s) at line %d; log tail:\n%s"
                       % (name, cand.proc.returncode, c.lineno, cand.log_tail()))
                 rest = ncmd - passed - failed
                 return passed, failed + rest
-        if not ref.alive():
-            print("WARN %s: reference etcd died during the run" % name)
         return passed, failed
     finally:
         dt.close_channel(ref.endpoint)

@@ -6,7 +6,8 @@ tests/unit/test_net.c), which prints "PORT <n>" and runs until its stdin
 closes, then checks with python grpc: unary calls, server-side errors with
 grpc-go's exact codes and messages, a bidi stream, many concurrent calls
 over one channel, a message over the receive limit, and that the server is
-stopped at the end.  Exits 1 on any failure.
+stopped at the end; then the same over TLS (test_net --serve-tls), with
+python grpc and curl.  Exits 1 on any failure.
 """
 
 import concurrent.futures
@@ -14,6 +15,7 @@ import os
 import struct
 import subprocess
 import sys
+import tempfile
 
 import grpc
 
@@ -52,6 +54,7 @@ def main():
             proc.wait()
             FAILS.append("server did not stop")
     check(proc.returncode == 0, "server exited cleanly (rc=%s)" % proc.returncode)
+    run_tls(binary)
     print("%d failures" % len(FAILS))
     return 1 if FAILS else 0
 
@@ -124,6 +127,46 @@ def run(port):
                if r == ((b"PUT" if i % 2 else b"\x0a\x02\x10\x07") + b"k%05d" % i))
     check(good == 2000, "2000 concurrent calls on one channel (%d right)" % good)
     ch.close()
+
+
+def run_tls(binary):
+    """The toy over TLS (test_net --serve-tls DIR makes a self-signed
+    certificate for localhost / 127.0.0.1 in DIR)."""
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen([binary, "--serve-tls", d], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE)
+        try:
+            line = proc.stdout.readline().decode()
+            if not line.startswith("PORT "):
+                check(False, "TLS server did not start: %r" % line)
+                return
+            port = int(line.split()[1])
+            with open(os.path.join(d, "cert.pem"), "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            ch = grpc.secure_channel("127.0.0.1:%d" % port, creds)
+            rng = ch.unary_unary("/etcdserverpb.KV/Range", request_serializer=ident,
+                                 response_deserializer=ident)
+            r = rng(b"tls", timeout=10)
+            check(r == b"\x0a\x02\x10\x07tls", "TLS unary %r" % r)
+            snap = ch.unary_stream("/etcdserverpb.Maintenance/Snapshot",
+                                   request_serializer=ident, response_deserializer=ident)
+            chunks = list(snap(bytes([40]), timeout=20))
+            check(len(chunks) == 40 and all(len(c) == 65536 for c in chunks),
+                  "TLS server stream 40 x 64 KiB")
+            ch.close()
+            out = subprocess.run(["curl", "-s", "--cacert", os.path.join(d, "cert.pem"),
+                                  "https://localhost:%d/health" % port],
+                                 capture_output=True, timeout=20)
+            check(out.stdout == b"hello GET /health 0", "curl over TLS %r" % out.stdout)
+        finally:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                FAILS.append("TLS server did not stop")
+        check(proc.returncode == 0, "TLS server exited cleanly (rc=%s)" % proc.returncode)
 
 
 if __name__ == "__main__":
