@@ -12,6 +12,7 @@
  *   "mci"        u64 BE           consistent index (last Raft index applied)
  *   "msc"        i64 BE           scheduled compaction revision
  *   "mfc"        i64 BE           finished compaction revision
+ *   "mrs"        u64 BE           a snapshot restore is in progress
  *   'x' + key    bytes            other modules' records (mvcc_meta_*)
  *
  * The current revision is not stored: on open it is the newest record's main
@@ -48,6 +49,8 @@
 #define META_CI "mci"
 #define META_SCHED "msc"
 #define META_DONE "mfc"
+#define META_RESTORING "mrs"
+#define RESTORE_CHUNK 10000
 #define DEFAULT_CACHE_BYTES (64u << 20)
 #define DEFAULT_WRITE_BUFFER_BYTES (16u << 20)
 
@@ -265,6 +268,11 @@ static void update_db_size(mvcc *m, bool force);
 
 static int load_state(mvcc *m, char *err, size_t err_len) {
   int64_t last = 1;
+  uint64_t marker;
+  if (get_meta(m, META_RESTORING, &marker) == 0) {
+    snprintf(err, err_len, "mvcc: a snapshot restore was interrupted; the store is incomplete");
+    return -CETCD_E_CORRUPT;
+  }
   int rc = rebuild_index(m, &last);
   uint64_t ci = 0, sched = 0, done = 0;
   int has_sched = 1, has_done = 1;
@@ -447,6 +455,10 @@ int mvcc_range(mvcc *m, const Etcdserverpb__RangeRequest *req, Etcdserverpb__Ran
                arena *a) {
   for (int attempt = 0;; attempt++) {
     rcu_read_lock();
+    if (atomic_load(&m->restoring)) {
+      rcu_read_unlock();
+      return -CETCD_E_STOPPED;
+    }
     const idx_root *root = idx_reader_root(m->index);
     range_view v = {root->node, root->rev, root->compact_rev, false};
     int rc = range_run(m, &v, req, resp, a);
@@ -469,6 +481,10 @@ int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
 
 int mvcc_changes(mvcc *m, int64_t from_rev, int64_t to_rev, mvcc_change_fn fn, void *arg) {
   rcu_read_lock();
+  if (atomic_load(&m->restoring)) {
+    rcu_read_unlock();
+    return -CETCD_E_STOPPED;
+  }
   const idx_root *root = idx_reader_root(m->index);
   int64_t last = to_rev <= 0 || to_rev > root->rev ? root->rev : to_rev;
   int rc = from_rev < root->compact_rev ? -CETCD_E_COMPACTED : 0;
@@ -578,5 +594,79 @@ int mvcc_meta_scan(mvcc *m, const void *prefix, size_t prefix_len, mvcc_meta_fn 
     if (!fn(arg, k + 1, klen - 1, v, vlen)) break;
   }
   leveldb_iter_destroy(it);
+  return 0;
+}
+
+/* --- snapshots ---------------------------------------------------------- */
+
+int mvcc_snapshot_save(mvcc *m, mvcc_meta_fn fn, void *arg, uint64_t *ci) {
+  const leveldb_snapshot_t *snap = leveldb_create_snapshot(m->db);
+  leveldb_readoptions_t *ro = leveldb_readoptions_create();
+  leveldb_readoptions_set_fill_cache(ro, 0);
+  leveldb_readoptions_set_snapshot(ro, snap);
+  leveldb_iterator_t *it = leveldb_create_iterator(m->db, ro);
+  *ci = 0;
+  for (leveldb_iter_seek_to_first(it); leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t klen, vlen;
+    const char *k = leveldb_iter_key(it, &klen);
+    const char *v = leveldb_iter_value(it, &vlen);
+    if (klen == strlen(META_CI) && memcmp(k, META_CI, klen) == 0 && vlen == 8) *ci = rev_get_be64((const uint8_t *)v);
+    if (!fn(arg, k, klen, v, vlen)) break;
+  }
+  leveldb_iter_destroy(it);
+  leveldb_readoptions_destroy(ro);
+  leveldb_release_snapshot(m->db, snap);
+  return 0;
+}
+
+static int flush_restore(mvcc *m, bool sync) {
+  int rc = db_write(m, sync ? m->wopt_sync : m->wopt, m->wb);
+  leveldb_writebatch_clear(m->wb);
+  m->npend = 0;
+  return rc;
+}
+
+int mvcc_restore_begin(mvcc *m) {
+  atomic_store(&m->restoring, 1);
+  synchronize_rcu(); /* no reader is inside the store any more */
+  leveldb_writebatch_clear(m->wb);
+  m->npend = m->pbuf_len = 0;
+  m->compact_todo = -1;
+  put_meta(m->wb, META_RESTORING, 1);
+  int rc = flush_restore(m, true);
+  leveldb_iterator_t *it = leveldb_create_iterator(m->db, m->ropt_scan);
+  size_t n = 0;
+  for (leveldb_iter_seek_to_first(it); !rc && leveldb_iter_valid(it); leveldb_iter_next(it)) {
+    size_t klen;
+    const char *k = leveldb_iter_key(it, &klen);
+    if (klen == strlen(META_RESTORING) && memcmp(k, META_RESTORING, klen) == 0) continue;
+    leveldb_writebatch_delete(m->wb, k, klen);
+    if (++n % RESTORE_CHUNK == 0) rc = flush_restore(m, false);
+  }
+  leveldb_iter_destroy(it);
+  if (!rc) rc = flush_restore(m, false);
+  idx_free(m->index);
+  m->index = idx_new();
+  return rc ? rc : m->index ? 0 : -CETCD_E_NOMEM;
+}
+
+int mvcc_restore_add(mvcc *m, const void *key, size_t key_len, const void *val, size_t val_len) {
+  if (key_len == strlen(META_RESTORING) && memcmp(key, META_RESTORING, key_len) == 0) return 0;
+  leveldb_writebatch_put(m->wb, key, key_len, val, val_len);
+  if (++m->restore_n % RESTORE_CHUNK == 0) return flush_restore(m, false);
+  return 0;
+}
+
+int mvcc_restore_end(mvcc *m) {
+  leveldb_writebatch_delete(m->wb, META_RESTORING, strlen(META_RESTORING));
+  int rc = flush_restore(m, true);
+  char err[256] = "";
+  if (!rc) rc = load_state(m, err, sizeof(err));
+  if (rc) {
+    fprintf(stderr, "cetcd: mvcc: restore failed: %s\n", err);
+    return rc; /* reads stay off: the store is not usable */
+  }
+  update_db_size(m, true);
+  atomic_store(&m->restoring, 0);
   return 0;
 }

@@ -134,6 +134,20 @@ int mvcc_meta_get(mvcc *m, const void *key, size_t key_len, void **val, size_t *
 typedef bool (*mvcc_meta_fn)(void *arg, const void *key, size_t key_len, const void *val, size_t val_len);
 int mvcc_meta_scan(mvcc *m, const void *prefix, size_t prefix_len, mvcc_meta_fn fn, void *arg);
 
+/* --- snapshots (Raft InstallSnapshot) -----------------------------------------
+ * save: any thread; streams every record of a consistent LevelDB snapshot
+ * (revision records, meta, other modules' records), in key order, through
+ * fn; *ci = the consistent index the copy reflects.
+ * restore: the writer, between batches. begin wipes the store; from then
+ * until end succeeds, mvcc_range/mvcc_changes answer CETCD_E_STOPPED
+ * (UNAVAILABLE: clients retry). add takes the pairs save produced; end
+ * rebuilds the index from them. A crash between begin and end leaves a
+ * marker, and mvcc_open then fails ("snapshot restore was interrupted"). */
+int mvcc_snapshot_save(mvcc *m, mvcc_meta_fn fn, void *arg, uint64_t *ci);
+int mvcc_restore_begin(mvcc *m);
+int mvcc_restore_add(mvcc *m, const void *key, size_t key_len, const void *val, size_t val_len);
+int mvcc_restore_end(mvcc *m);
+
 /* Writer thread (e.g. right after mvcc_open, to rebuild lease attachments):
  * calls fn for every existing key that has a lease. */
 typedef void (*mvcc_leased_key_fn)(void *arg, int64_t lease, const uint8_t *key, size_t key_len);

@@ -46,6 +46,8 @@ struct mvcc {
   _Atomic int64_t cur_rev;   /* committed revision */
   _Atomic int64_t cmp_rev;   /* committed compact revision */
   _Atomic uint64_t nwrites;  /* leveldb_write calls made */
+  _Atomic int restoring;     /* a snapshot restore runs: readers stay out */
+  size_t restore_n;          /* records added by mvcc_restore_add */
   _Atomic uint64_t db_bytes; /* size of the LevelDB directory, refreshed at commits */
   int64_t db_bytes_ms;       /* when db_bytes was last computed (monotonic) */
   char *dir;
