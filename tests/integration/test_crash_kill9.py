@@ -10,7 +10,8 @@ restarted on the same data dir and ports.  After every restart:
   * the server must come back (log line + a read succeeding);
   * every acknowledged put is present, with its value, version 1 and
     mod_revision == create_revision == the acknowledged revision;
-  * all revisions are unique, none is above the header revision;
+  * all revisions are unique, none is above the header revision, and they
+    are exactly 2..header revision (one put of a new key per revision);
   * every key present was written by a writer (acknowledged, or in flight
     when the server died) -- nothing appears from nowhere.
 
@@ -134,6 +135,14 @@ def verify(endpoint, acked, attempted, when):
         if mrev > hdr_rev:
             errs.append("%s: %s mod_revision %d above header revision %d"
                         % (when, key, mrev, hdr_rev))
+    # only puts of new keys were made, one revision each, from revision 2
+    # (1 is the empty store): the revisions present are exactly 2..header
+    missing = set(range(2, hdr_rev + 1)) - set(revs)
+    if missing:
+        m = sorted(missing)
+        errs.append("%s: %d revisions between 2 and the header revision %d hold no "
+                    "key (e.g. %s): a write was lost or the revision counter skipped"
+                    % (when, len(m), hdr_rev, m[:10]))
     return errs, len(data), hdr_rev
 
 
