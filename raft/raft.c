@@ -339,7 +339,16 @@ static bool step_term(raft *r, const raft_msg *m)
         if (t == RAFT_MSG_PRE_VOTE || (t == RAFT_MSG_PRE_VOTE_RESP && !m->reject))
             return true;
         bool from_leader = t == RAFT_MSG_APP || t == RAFT_MSG_HEARTBEAT || t == RAFT_MSG_SNAP;
+        int elapsed = r->election_elapsed, timeout = r->randomized_timeout;
         raft_become_follower(r, m->term, from_leader ? m->from : RAFT_NONE);
+        if (t == RAFT_MSG_VOTE) {
+            /* Only a granted vote restarts the election timer (Figure 2 of
+             * the paper); a candidate with a stale log that we reject must
+             * not keep us from timing out, or it can starve the election
+             * without pre-vote (sim seed 304958). */
+            r->election_elapsed = elapsed;
+            r->randomized_timeout = timeout;
+        }
         return true;
     }
     if (m->term < r->term) {

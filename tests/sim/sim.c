@@ -191,6 +191,7 @@ typedef struct sim {
     int p_drop, p_dup, max_delay, p_crash;
     int fsync_min, fsync_max;
     bool sm_durable;
+    bool pre_vote, check_quorum;
     size_t max_msg_bytes;
     /* global knowledge for the checks */
     uint64_t *leader_of; size_t leader_cap;
@@ -319,6 +320,8 @@ static void member_start(sim *s, member *m, bool fresh)
     cfg.max_msg_bytes = s->max_msg_bytes;
     cfg.max_inflight_msgs = 1 + rndn(&s->g, 8);
     cfg.max_inflight_bytes = chance(&s->g, 500) ? 4096 : 0;
+    cfg.pre_vote = s->pre_vote;
+    cfg.check_quorum = s->check_quorum;
     raft_boot b;
     memset(&b, 0, sizeof(b));
     if (fresh) {
@@ -911,6 +914,8 @@ static int run_seed(uint64_t seed, int chaos_steps, int calm_ticks)
     s->fsync_max = s->fsync_min + (int)rndn(&s->g, chance(&s->g, 300) ? 60 : 15);
     s->p_crash = 1 + (int)rndn(&s->g, 6);
     s->sm_durable = chance(&s->g, 500);
+    s->pre_vote = chance(&s->g, 800);     /* etcd lets both be turned off */
+    s->check_quorum = chance(&s->g, 800);
     s->max_msg_bytes = 256 + rndn(&s->g, 4096);
     for (int i = 1; i < MAXM; i++) {
         s->m[i].id = (uint64_t)i;
@@ -918,8 +923,9 @@ static int run_seed(uint64_t seed, int chaos_steps, int calm_ticks)
     }
     for (int i = 1; i <= s->n_init; i++)
         member_start(s, &s->m[i], true);
-    trace(s, "seed %" PRIu64 ": %d members drop=%d dup=%d delay<=%d fsync %d..%d", seed,
-          s->n_init, s->p_drop, s->p_dup, s->max_delay, s->fsync_min, s->fsync_max);
+    trace(s, "seed %" PRIu64 ": %d members drop=%d dup=%d delay<=%d fsync %d..%d pre-vote=%d "
+             "check-quorum=%d", seed, s->n_init, s->p_drop, s->p_dup, s->max_delay, s->fsync_min,
+          s->fsync_max, s->pre_vote, s->check_quorum);
     for (int i = 0; i < chaos_steps && !failed; i++) {
         chaos(s);
         step(s);
@@ -1002,7 +1008,7 @@ int main(int argc, char **argv)
         }
     }
     /* seeds that once found bugs run on every multi-seed invocation */
-    static const uint64_t regress[] = { 789, 26799, 39176, 39689, 49624, 62652 };
+    static const uint64_t regress[] = { 789, 26799, 39176, 39689, 49624, 62652, 304958 };
     uint64_t seeds_n = n + (single ? 0 : sizeof(regress) / sizeof(regress[0]));
     uint64_t passed = 0, nfailed = 0;
     for (uint64_t k = 0; k < seeds_n; k++) {
