@@ -319,9 +319,14 @@ class Case:
         self.grpc = None      # (method, expr) for @grpc lines
 
 
+# what case-file expressions may call (they are test data, not a sandbox)
+_EVAL_BUILTINS = {"range": range, "bytes": bytes, "str": str, "len": len,
+                  "list": list, "reversed": reversed}
+
+
 def _eval(expr, where):
     try:
-        return eval(expr, {"__builtins__": {}}, {})
+        return eval(expr, {"__builtins__": _EVAL_BUILTINS}, {})
     except Exception as e:
         raise ValueError("%s: bad expression %r: %s" % (where, expr, e))
 
@@ -422,7 +427,7 @@ def grpc_kv(endpoint, method, expr, timeout=10):
     import grpc
     from google.protobuf import text_format
     pb = rpc_pb2()
-    req = eval(expr, {"__builtins__": {}}, {"pb": pb})
+    req = eval(expr, {"__builtins__": _EVAL_BUILTINS, "pb": pb})
     resp_cls = getattr(pb, _KV_METHODS[method])
     call = channel(endpoint).unary_unary(
         "/etcdserverpb.KV/" + method,
