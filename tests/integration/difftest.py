@@ -300,6 +300,10 @@ def etcdctl(endpoint, args, stdin=b"", timeout=30):
 #                        !py ["put", b"\xc3(", "v"]
 #   !py EXPR <<< EXPR2   both
 #   @sleep SECONDS       pause (on both sides), e.g. after compaction
+#   @restart             stop both servers (SIGTERM) and start them again on
+#                        the same data dirs and ports
+#   @kill9               the same with kill -9: what follows reads recovered
+#                        state
 #   @grpc METHOD EXPR    a raw KV call etcdctl 3.4 cannot make (min/max
 #                        revision filters, lease compares, nested txns,...):
 #                        METHOD is Range|Put|DeleteRange|Txn|Compact, EXPR a
@@ -317,6 +321,7 @@ class Case:
         self.text = text      # the source line(s), for messages
         self.sleep = None
         self.grpc = None      # (method, expr) for @grpc lines
+        self.directive = None  # "restart" | "kill9" for @restart / @kill9
 
 
 # what case-file expressions may call (they are test data, not a sandbox)
@@ -351,6 +356,11 @@ def parse_case_file(path):
         if s.startswith("@sleep"):
             c = Case(lineno, [], b"", s)
             c.sleep = float(s.split()[1])
+            cases.append(c)
+            continue
+        if s in ("@restart", "@kill9"):
+            c = Case(lineno, [], b"", s)
+            c.directive = s[1:]
             cases.append(c)
             continue
         if s.startswith("@grpc "):

@@ -39,11 +39,31 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEADLINE = time.time() + float(os.environ.get("DIFF_BUDGET_S", "540"))
 
 
+def restart(ref, cand, how, name, lineno):
+    """@restart / @kill9: stop both (SIGTERM or SIGKILL), start both again on
+    the same data dirs and ports.  False (and a FAIL line) if either fails."""
+    for srv in (ref, cand):
+        dt.close_channel(srv.endpoint)
+        if how == "kill9":
+            srv.kill9()
+        elif not srv.stop():
+            print("FAIL %s:%d: %s did not stop on SIGTERM within 10 s"
+                  % (name, lineno, srv.label))
+    for srv in (ref, cand):
+        try:
+            srv.start()
+        except dt.ServerError as e:
+            print("FAIL %s:%d: %s did not come back after @%s: %s"
+                  % (name, lineno, "reference" if srv is ref else "candidate", how, e))
+            return False
+    return True
+
+
 def run_file(path, ref_bin, cand_bin, pool):
     """Returns (passed, failed) command counts for one case file."""
     name = os.path.basename(path)
     cases = dt.parse_case_file(path)
-    ncmd = sum(1 for c in cases if c.sleep is None)
+    ncmd = sum(1 for c in cases if c.sleep is None and c.directive is None)
     adv = dt.free_port()   # advertised (never dialled) peer port, shared
     ref = dt.Server(ref_bin, advertise_peer_port=adv, label="ref")
     cand = dt.Server(cand_bin, advertise_peer_port=adv, label="cand")
@@ -81,6 +101,12 @@ def run_file(path, ref_bin, cand_bin, pool):
                 return passed, failed + rest
             if c.sleep is not None:
                 time.sleep(c.sleep)
+                continue
+            if c.directive:
+                ok = restart(ref, cand, c.directive, name, c.lineno)
+                if not ok:
+                    rest = ncmd - passed - failed
+                    return passed, failed + rest
                 continue
             if c.grpc:
                 fa = pool.submit(dt.grpc_kv, ref.endpoint, *c.grpc)
@@ -143,7 +169,8 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for f in files:
             if time.time() > DEADLINE:
-                n = sum(1 for c in dt.parse_case_file(f) if c.sleep is None)
+                n = sum(1 for c in dt.parse_case_file(f)
+                        if c.sleep is None and c.directive is None)
                 print("FAIL %s: time budget used up, not run" % os.path.basename(f))
                 tot_f += n
                 continue
