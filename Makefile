@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test unit bench soak clean
+.PHONY: all deps configure build run test unit bench soak fuzz clean
 all: build
 
 deps:
@@ -33,5 +33,20 @@ soak: build
 bench: build
 	scripts/bench.sh
 
+# Every libFuzzer harness (clang), FUZZ_SECONDS each, on a scratch copy of its
+# seed corpus (tests/fuzz/corpus/<name>) so the repository is not written to.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
+	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCETCD_FUZZ=ON >/dev/null
+	@set -e; for f in tests/fuzz/fuzz_*.c; do \
+	  n=$$(basename $$f .c); c=$${n#fuzz_}; \
+	  cmake --build build-fuzz -j $(JOBS) --target $$n >/dev/null; \
+	  rm -rf build-fuzz/corpus-$$c && mkdir -p build-fuzz/corpus-$$c; \
+	  [ -d tests/fuzz/corpus/$$c ] && cp -r tests/fuzz/corpus/$$c/. build-fuzz/corpus-$$c/ || true; \
+	  echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	  build-fuzz/bin/$$n -max_total_time=$(FUZZ_SECONDS) build-fuzz/corpus-$$c 2>&1 | grep -E "^Done|ERROR|SUMMARY"; \
+	done
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz
