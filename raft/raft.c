@@ -306,7 +306,8 @@ int raft_tick(raft *r)
 
 static bool msg_valid(const raft *r, const raft_msg *m)
 {
-    if (m->from == RAFT_NONE || m->from == r->id || m->type == 0 || m->type >= RAFT_MSG_TYPE_MAX)
+    if (m->from == RAFT_NONE || m->from == r->id || m->to != r->id || m->type == 0 ||
+        m->type >= RAFT_MSG_TYPE_MAX)
         return false;
     if (m->n_entries && !m->entries)
         return false;

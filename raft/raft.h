@@ -326,7 +326,8 @@ void raft_free(raft *r);
 
 /* One logical clock tick: election timeouts, heartbeats, check-quorum. */
 int raft_tick(raft *r);
-/* A message from a peer (or the caller's own transport loopback). */
+/* A message from a peer, addressed to this member (RAFT_ERR_INVALID for a
+ * message that is malformed, misaddressed, or claims to come from us). */
 int raft_step(raft *r, const raft_msg *m);
 /* Leader appends; follower forwards to the leader (RAFT_OK if forwarded, the
  * leader may still drop it). Takes ownership of data on RAFT_OK only. */

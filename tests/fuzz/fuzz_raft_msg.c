@@ -42,6 +42,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     free(re);
     raft *r = core();
+    m.to = 2; /* addressed to the core under test, or it is refused at once */
     raft_step(r, &m);
     while (raft_has_ready(r)) {
         raft_ready rd;
