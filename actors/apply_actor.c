@@ -17,12 +17,18 @@
  *   Replies:  only for entries this member proposed in this incarnation
  *             (proposer == member id, boot == boot nonce); replayed or
  *             foreign entries are applied silently.
+ *   Leases:   owns the lease state (lease_apply.c): applies LeaseGrant /
+ *             LeaseRevoke entries; drains MSG_LEASE_RENEW / MSG_LEASE_QUERY
+ *             from the loops (answered with the batch's replies); between
+ *             batches, on the leader, proposes revokes of expired leases and
+ *             sleeps no longer than the next expiry.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <urcu.h>
 
+#include "actors/lease.h"
 #include "actors/log.h"
 #include "actors/server.h"
 #include "internal.pb-c.h"
@@ -44,6 +50,7 @@ typedef struct apply_actor {
   size_t n_reads, cap_reads;
   uint64_t applied, applied_term;
   uint64_t last_synced;
+  lease_state *lease;
 } apply_actor;
 
 static void add_reply(apply_actor *a, net_call call, int err, uint8_t *buf, size_t len) {
@@ -127,6 +134,10 @@ static uint8_t *execute(apply_actor *a, const Cetcdpb__InternalRequest *req, siz
     *err = mvcc_compact(m, req->compaction, &r, &a->ar);
     return *err ? NULL : pack(&r.base, len);
   }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+    return lease_apply_grant(a->lease, req->lease_grant, len, err);
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_LEASE_REVOKE:
+    return lease_apply_revoke(a->lease, req->lease_revoke, &a->ar, len, err);
   case CETCDPB__INTERNAL_REQUEST__REQUEST_RANGE: {
     Etcdserverpb__RangeResponse r = ETCDSERVERPB__RANGE_RESPONSE__INIT;
     r.header = &hdr;
@@ -140,7 +151,10 @@ static uint8_t *execute(apply_actor *a, const Cetcdpb__InternalRequest *req, siz
 }
 
 static void apply_normal(apply_actor *a, const apply_entry *e) {
-  if (e->len == 0) return; /* a new leader's empty entry */
+  if (e->len == 0) { /* a new leader's empty entry */
+    lease_on_leader_entry(a->lease);
+    return;
+  }
   arena_reset(&a->ar);
   Cetcdpb__InternalRequest *req = cetcdpb__internal_request__unpack(&a->ar.pb, e->len, e->data);
   if (!req) {
@@ -216,6 +230,39 @@ static void maybe_sync_store(apply_actor *a) {
   mailbox_push(&a->s->raft_ctl_mb, m);
 }
 
+static void lease_renewals(apply_actor *a, msg_lease_renew *m) {
+  for (size_t i = 0; i < m->n; i++) {
+    size_t len = 0;
+    uint8_t *buf = NULL;
+    if (!m->r[i].finish) {
+      buf = lease_renew(a->lease, m->r[i].id, &len);
+      if (!buf) continue; /* out of memory: this keepalive goes unanswered */
+    }
+    net_call call = m->r[i].call;
+    if (call.loop >= a->n_loops) {
+      free(buf);
+      continue;
+    }
+    reply_list *l = &a->loops[call.loop];
+    size_t before = l->n;
+    add_reply(a, call, 0, buf, len);
+    if (l->n > before) l->v[l->n - 1].stream = m->r[i].finish ? 2 : 1;
+  }
+}
+
+static void lease_message(apply_actor *a, msg_hdr *m) {
+  if (m->kind == MSG_LEASE_RENEW) {
+    lease_renewals(a, (msg_lease_renew *)m);
+  } else {
+    msg_lease_query *q = (msg_lease_query *)m;
+    size_t len = 0;
+    int err = 0;
+    uint8_t *buf = lease_query(a->lease, q, &len, &err);
+    add_reply(a, q->call, err, buf, len);
+  }
+  free(m);
+}
+
 /* One batch: everything waiting, up to APPLY_BATCH_MAX entries. Returns
  * false when told to stop. */
 static bool apply_batch(apply_actor *a) {
@@ -234,6 +281,11 @@ static bool apply_batch(apply_actor *a) {
       hold_read(a, (msg_read_index *)m);
       continue;
     }
+    if (m->kind == MSG_LEASE_RENEW || m->kind == MSG_LEASE_QUERY) {
+      n_ents += m->kind == MSG_LEASE_RENEW ? ((msg_lease_renew *)m)->n / 16 + 1 : 1;
+      lease_message(a, m);
+      continue;
+    }
     if (!began) mvcc_batch_begin(s->store), began = true;
     apply_entries(a, (msg_apply *)m);
     n_ents += ((msg_apply *)m)->n;
@@ -245,20 +297,24 @@ static bool apply_batch(apply_actor *a) {
       return false;
     }
     if (a->applied != before) atomic_store(&s->applied_index, a->applied);
-    flush_replies(a);
     maybe_sync_store(a);
   }
+  flush_replies(a);
   release_reads(a);
-  if (!began && !stop && a->n_reads == 0) mailbox_wait(&s->apply_mb, -1);
-  else if (!began && !stop) mailbox_wait(&s->apply_mb, 10);
+  int wait = lease_tick(a->lease);
+  if (!began && !stop && a->n_reads == 0) mailbox_wait(&s->apply_mb, wait);
+  else if (!began && !stop) mailbox_wait(&s->apply_mb, wait >= 0 && wait < 10 ? wait : 10);
   return !stop;
 }
 
 static void *apply_actor_main(void *arg) {
   apply_actor *a = arg;
   rcu_register_thread();
-  while (!atomic_load(&a->s->stopping) && apply_batch(a)) {
+  a->lease = lease_state_open(a->s);
+  if (!a->lease) server_fatal(a->s, "apply: cannot load leases", -ENOMEM);
+  while (a->lease && !atomic_load(&a->s->stopping) && apply_batch(a)) {
   }
+  lease_state_close(a->lease);
   for (size_t i = 0; i < a->n_reads; i++) free(a->reads[i]);
   free(a->reads);
   for (uint32_t i = 0; i < a->n_loops; i++) free(a->loops[i].v);

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <urcu.h>
 
+#include "actors/lease.h"
 #include "actors/server.h"
 #include "actors/version.h"
 #include "internal.pb-c.h"
@@ -42,11 +43,16 @@ static const net_method kv_methods[] = {
     {"/etcdserverpb.KV/DeleteRange", NET_UNARY, M_DELETE_RANGE},
     {"/etcdserverpb.KV/Txn", NET_UNARY, M_TXN},
     {"/etcdserverpb.KV/Compact", NET_UNARY, M_COMPACT},
+    {"/etcdserverpb.Lease/LeaseGrant", NET_UNARY, M_LEASE_GRANT},
+    {"/etcdserverpb.Lease/LeaseRevoke", NET_UNARY, M_LEASE_REVOKE},
+    {"/etcdserverpb.Lease/LeaseKeepAlive", NET_BIDI_STREAM, M_LEASE_KEEPALIVE},
+    {"/etcdserverpb.Lease/LeaseTimeToLive", NET_UNARY, M_LEASE_TTL},
+    {"/etcdserverpb.Lease/LeaseLeases", NET_UNARY, M_LEASE_LEASES},
 };
 
 /* Services whose issues have not landed yet: UNIMPLEMENTED, cleanly. */
 static const char *const unimplemented_services[] = {
-    "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
+    "etcdserverpb.Watch", "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
     "etcdserverpb.Auth",  "v3electionpb.Election", "v3lockpb.Lock",
 };
 
@@ -74,6 +80,7 @@ struct kv_loop {
   size_t n_cur, cap_cur;
   read_batch *inflight, *inflight_tail;
   uint64_t next_batch;
+  lease_loop *lease;    /* the Lease service's state on this loop */
 };
 
 static void reply_err(net_loop *loop, net_call call, int err) {
@@ -127,29 +134,38 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
 /* Builds the log entry for a write: an InternalRequest whose request field
  * is the client's message, byte for byte (a submessage field and a bytes
  * field look the same on the wire, so nothing is re-encoded). */
-static void propose(kv_loop *kl, net_call call, int method, const uint8_t *msg, size_t len) {
-  server *s = kl->s;
+msg_propose *server_proposal_new(server *s, net_call call, unsigned field, const uint8_t *msg, size_t len) {
   uint8_t head[64];
   size_t h = 0;
   head[h++] = 0x08, h += put_varint(head + h, s->member_id);
   head[h++] = 0x10, h += put_varint(head + h, s->boot_nonce);
   head[h++] = 0x18, h += put_varint(head + h, (uint64_t)call.loop << 32 | call.conn_slot);
   head[h++] = 0x20, h += put_varint(head + h, (uint64_t)call.conn_gen << 32 | (uint32_t)call.stream_id);
-  head[h++] = (uint8_t)(proposal_field[method] << 3 | 2), h += put_varint(head + h, len);
-  if (h + len > s->opt.max_request_bytes) {
-    reply_err(kl->loop, call, -CETCD_E_REQUEST_TOO_LARGE);
-    return;
-  }
+  h += put_varint(head + h, field << 3 | 2); /* fields >= 16 take a 2-byte tag */
+  h += put_varint(head + h, len);
   msg_propose *p = malloc(sizeof(*p) + h + len);
-  if (!p) {
-    reply_err(kl->loop, call, -CETCD_E_NOMEM);
-    return;
-  }
+  if (!p) return NULL;
   p->hdr.kind = MSG_PROPOSE;
   p->call = call;
   p->len = (uint32_t)(h + len);
   memcpy(p->data, head, h);
   memcpy(p->data + h, msg, len);
+  return p;
+}
+
+static void propose(kv_loop *kl, net_call call, int method, const uint8_t *msg, size_t len) {
+  server *s = kl->s;
+  /* the InternalRequest head is at most 5 varints and 2 tags: < 64 bytes */
+  msg_propose *p = server_proposal_new(s, call, proposal_field[method], msg, len);
+  if (!p) {
+    reply_err(kl->loop, call, -CETCD_E_NOMEM);
+    return;
+  }
+  if (p->len > s->opt.max_request_bytes) {
+    free(p);
+    reply_err(kl->loop, call, -CETCD_E_REQUEST_TOO_LARGE);
+    return;
+  }
   mailbox_push(&s->raft_mb, p);
 }
 
@@ -206,6 +222,10 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
 static void on_message(void *app, net_loop *loop, net_call call, int method, const uint8_t *msg, size_t len) {
   server *s = app;
   kv_loop *kl = s->loops[net_loop_index(loop)];
+  if (method >= M_LEASE_GRANT && method <= M_LEASE_LAST_) {
+    lease_on_message(kl->lease, call, method, msg, len);
+    return;
+  }
   arena_reset(&kl->ar);
   void *decoded = NULL;
   int err = check_request(kl, method, msg, len, &decoded);
@@ -225,6 +245,7 @@ static void on_message(void *app, net_loop *loop, net_call call, int method, con
 static void on_turn_end(void *app, net_loop *loop) {
   server *s = app;
   kv_loop *kl = s->loops[net_loop_index(loop)];
+  lease_loop_flush(kl->lease);
   if (kl->n_cur == 0) return;
   read_batch *b = malloc(sizeof(*b));
   msg_read_index *m = malloc(sizeof(*m));
@@ -276,6 +297,8 @@ static void deliver_replies(kv_loop *kl, msg_replies *m) {
   for (size_t i = 0; i < m->n; i++) {
     reply *r = &m->r[i];
     if (r->err) reply_err(kl->loop, r->call, r->err);
+    else if (r->stream == 1) net_stream_send(kl->loop, r->call, r->buf, r->len);
+    else if (r->stream == 2) net_stream_finish(kl->loop, r->call, 0, NULL);
     else net_reply(kl->loop, r->call, r->buf, r->len);
     free(r->buf);
   }
@@ -322,6 +345,8 @@ static void on_loop_start(void *app, net_loop *loop, uint32_t index) {
   kl->loop = loop;
   kl->index = index;
   arena_init(&kl->ar, 64 * 1024);
+  kl->lease = lease_loop_new(s, loop);
+  if (!kl->lease) abort();
   s->loops[index] = kl;
 }
 
@@ -339,10 +364,22 @@ static void on_loop_stop(void *app, net_loop *loop) {
   for (size_t i = 0; i < kl->n_cur; i++) free(kl->cur[i].req);
   free(kl->cur);
   free(kl->out);
+  lease_loop_free(kl->lease);
   arena_free(&kl->ar);
   free(kl);
   s->loops[index] = NULL;
   rcu_unregister_thread();
+}
+
+static void on_stream_end(void *app, net_loop *loop, net_call call, int method, net_end_reason why) {
+  server *s = app;
+  kv_loop *kl = s->loops[net_loop_index(loop)];
+  if (method >= M_LEASE_GRANT && method <= M_LEASE_LAST_) lease_on_stream_end(kl->lease, call, method, why);
+}
+
+static void on_tick(void *app, net_loop *loop) {
+  server *s = app;
+  lease_loop_flush(s->loops[net_loop_index(loop)]->lease);
 }
 
 void kv_service_config(server *s, net_config *cfg, net_handlers *h) {
@@ -360,4 +397,9 @@ void kv_service_config(server *s, net_config *cfg, net_handlers *h) {
   h->on_turn_end = on_turn_end;
   h->on_post = on_post;
   h->on_http = on_http;
+  h->on_stream_end = on_stream_end;
+  h->on_tick = on_tick;
+  /* keepalives apply had no room for are retried at least this often */
+  if (cfg->tick_ms == 0) cfg->tick_ms = 20;
+  lease_service_init(s);
 }

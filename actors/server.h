@@ -118,6 +118,10 @@ int server_load_wal(server *s, const char *wal_dir, char *err, size_t err_len);
 
 /* Net side: handlers for the KV service and the unimplemented ones. */
 void kv_service_config(server *s, net_config *cfg, net_handlers *h);
+/* The Raft log entry for a client request: an InternalRequest naming this
+ * member and `call`, with `msg` as its request oneof field `field`.
+ * Allocated here; NULL if out of memory. */
+msg_propose *server_proposal_new(server *s, net_call call, unsigned field, const uint8_t *msg, size_t len);
 /* Posts a batch of replies for loop `loop` (takes ownership of m). */
 void server_post_replies(server *s, uint32_t loop, msg_replies *m);
 

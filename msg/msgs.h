@@ -16,6 +16,10 @@
  *   (apply -> raft: the applied index is an atomic in server.h)
  *   apply/raft --MSG_REPLIES-> net     replies for calls owned by that loop
  *   apply --MSG_READ_INDEX--> net      "applied >= read index: run the batch's reads"
+ *   net  --MSG_LEASE_RENEW--> apply    one loop turn's keepalives (answered as
+ *                                      stream messages in MSG_REPLIES)
+ *   net  --MSG_LEASE_QUERY--> apply    LeaseTimeToLive / LeaseLeases
+ *   apply --MSG_PROPOSE-----> raft     revoke of an expired lease (leader only)
  */
 #ifndef CETCD_MSG_MSGS_H
 #define CETCD_MSG_MSGS_H
@@ -34,6 +38,8 @@ typedef enum msg_kind {
   MSG_REPLIES,
   MSG_STORE_SYNCED,
   MSG_STOP,
+  MSG_LEASE_RENEW,
+  MSG_LEASE_QUERY,
 } msg_kind;
 
 typedef struct msg_hdr {
@@ -116,6 +122,9 @@ typedef struct reply {
   int err;              /* 0 = OK, else <0 cetcd_err */
   uint8_t *buf;
   size_t len;
+  int stream;           /* 1: one message on a stream (net_stream_send),
+                         * not the call's final answer; 2: end the stream
+                         * with status OK (net_stream_finish), no message */
 } reply;
 
 /* apply/raft -> net loop. Freed by the net loop. */
@@ -124,5 +133,31 @@ typedef struct msg_replies {
   size_t n;
   reply r[];
 } msg_replies;
+
+/* One keepalive of a LeaseKeepAlive stream; or (finish = 1) the client's
+ * half-close, to be answered after the stream's earlier keepalives. */
+typedef struct lease_renewal {
+  net_call call;
+  int64_t id;
+  int finish;
+} lease_renewal;
+
+/* net -> apply: the keepalives one loop read in one turn. Allocated by the
+ * net loop, freed by apply. */
+typedef struct msg_lease_renew {
+  msg_hdr hdr;
+  size_t n;
+  lease_renewal r[];
+} msg_lease_renew;
+
+/* net -> apply: LeaseTimeToLive (id, keys) or LeaseLeases (list). Freed by
+ * apply, which answers `call` through MSG_REPLIES. */
+typedef struct msg_lease_query {
+  msg_hdr hdr;
+  net_call call;
+  int list;             /* 1: LeaseLeases, else LeaseTimeToLive */
+  int keys;
+  int64_t id;
+} msg_lease_query;
 
 #endif

@@ -670,3 +670,5 @@ int mvcc_restore_end(mvcc *m) {
   atomic_store(&m->restoring, 0);
   return 0;
 }
+
+int64_t mvcc_batch_rev(const mvcc *m) { return m->wrev; }

@@ -90,6 +90,9 @@ int mvcc_compact(mvcc *m, const Etcdserverpb__CompactionRequest *req,
 /* A Range run by the writer: sees the batch's uncommitted changes. */
 int mvcc_range_in_batch(mvcc *m, const Etcdserverpb__RangeRequest *req,
                         Etcdserverpb__RangeResponse *resp, arena *a);
+/* The revision a response header written now carries: the open batch's
+ * working revision (etcd's KV().Rev() inside apply). */
+int64_t mvcc_batch_rev(const mvcc *m);
 /* One LevelDB write for everything since mvcc_batch_begin, plus the
  * consistent index; then publishes the new index root to readers; then, if
  * the batch compacted, removes the old revisions (index first, then after an
