@@ -102,7 +102,9 @@ struct net_conn {
   uint32_t slot;
   uint32_t gen;
   int fd;
-  const net_io_ops *io;
+  const net_io_ops *io;      /* plain, or TLS over `ssl` */
+  struct ssl_st *ssl;        /* OpenSSL SSL*, NULL when cleartext */
+  bool reread;               /* TLS holds decrypted input epoll cannot see */
   conn_proto proto;
   nghttp2_session *h2;
   net_stream *streams;       /* live streams (nghttp2 user data), for teardown */
@@ -151,6 +153,7 @@ struct net_server {
   uint32_t n_methods;
   uint32_t method_mask;      /* open-addressing table of methods */
   int32_t *method_table;     /* index into methods, -1 empty */
+  void *tls_ctx;             /* SSL_CTX*, NULL when cleartext */
   net_loop *loops;
   uint32_t n_loops;
   uint16_t *ports;           /* per listen address */

@@ -55,8 +55,9 @@
  *   Malformed HTTP/2 (frames, HPACK, flow control) ends that connection with
  *   GOAWAY; a bad preface or junk closes it; HTTP/1.1 junk gets 400 + close.
  *
- * TLS: a later seam (net_config.tls, and net_io_ops under each connection in
- * net_internal.h); cleartext (h2c with prior knowledge) now.
+ * TLS: net_config.tls (OpenSSL, net/tls.c) under the same HTTP code, through
+ * the net_io_ops seam in net_internal.h; without it, cleartext h2c (prior
+ * knowledge) and HTTP/1.1.
  */
 #ifndef CETCD_NET_SERVER_H
 #define CETCD_NET_SERVER_H
@@ -187,8 +188,19 @@ typedef struct net_config {
    * require-leader. At most NET_MAX_CAPTURE names; others are not kept. */
   const char *const *capture_headers;
   size_t n_capture;
-  void *tls; /* reserved for the TLS seam; must be NULL for now */
+  const struct net_tls_config *tls; /* NULL = cleartext (h2c) */
 } net_config;
+
+/* TLS on every listen address (etcd's --cert-file, --key-file,
+ * --client-cert-auth, --trusted-ca-file). ALPN: http/1.1 if the client
+ * offers it (curl, browsers: plain HTTP goes to on_http), else h2 (gRPC
+ * clients offer h2 alone). */
+typedef struct net_tls_config {
+  const char *cert_file;       /* PEM certificate chain */
+  const char *key_file;        /* PEM private key */
+  bool client_cert_auth;       /* require a client certificate ... */
+  const char *trusted_ca_file; /* ... signed by this CA (PEM) */
+} net_tls_config;
 
 enum { NET_MAX_CAPTURE = 8 };
 
