@@ -22,9 +22,9 @@
  * BATCHING
  *   One loop turn = epoll_wait, read every readable socket (feeding nghttp2,
  *   which invokes on_message ...), drain the loop's mailbox (on_post),
- *   on_turn_end, then serialize each dirty connection's nghttp2 output into
- *   its buffer and write it with one write() per connection. Replies made
- *   during the turn therefore leave together.
+ *   on_tick (when due), on_turn_end, then serialize each dirty connection's
+ *   nghttp2 output into its buffer and write it with one write() per
+ *   connection. Replies made during the turn therefore leave together.
  *
  * LIMITS
  *   max_conns (split evenly across loops), max_concurrent_streams per
@@ -205,8 +205,10 @@ typedef struct net_tls_config {
 enum { NET_MAX_CAPTURE = 8 };
 
 /* Binds every listen address (SO_REUSEPORT, one listening socket per loop
- * and address), starts the loops, returns 0. On error returns -1 and writes
- * a message into err. `cfg` arrays and strings must outlive the server. */
+ * and address; a port already taken fails like etcd: "listen tcp
+ * 127.0.0.1:2379: bind: address already in use"), loads TLS files, starts
+ * the loops, returns 0. On error returns -1 with a message in err. `cfg`
+ * arrays and strings must outlive the server; *out is NULL on error. */
 int net_server_start(const net_config *cfg, const net_handlers *h,
                      net_server **out, char *err, size_t err_len);
 /* Stops the server: refuses further posts (net_post returns -1, a producer
@@ -244,7 +246,9 @@ void net_reply_error(net_loop *loop, net_call call, int grpc_code, const char *m
 int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
 /* Server/bidi stream: trailers and END_STREAM. The call is dead afterwards. */
 void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char *message);
-/* Bytes queued on the call not yet handed to the socket (0 if dead). */
+/* Response bytes queued on the stream and not yet framed onto the
+ * connection (held by HTTP/2 flow control, or until the turn's flush): the
+ * slow-consumer measure for watch streams. 0 if dead. */
 size_t net_stream_pending_bytes(net_loop *loop, net_call call);
 /* True while the call can still be answered. */
 bool net_call_alive(net_loop *loop, net_call call);
