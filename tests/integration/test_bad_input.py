@@ -307,6 +307,23 @@ CHECKS = [
     ("tcp: 50 short garbage connections", "strict", many_garbage_connections),
     ("tcp: connect and close at once", "strict",
      lambda s: (socket.create_connection(("127.0.0.1", s.client_port), 5).close(), "ok")[1]),
+    # HTTP/1.1 (the JSON gateway's side of the port): garbage and abuse
+    ("http1: 70 KB header", "info",
+     lambda s: " ".join(raw_exchange(s, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000
+                                     + b"\r\nConnection: close\r\n\r\n"))),
+    ("http1: body shorter than Content-Length, then close", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 1000\r\n\r\n{\"key\":", 2, shut_wr=True))),
+    ("http1: bad chunked encoding", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                     b"zz\r\nfoo\r\n0\r\n\r\n"))),
+    ("http1: invalid JSON to /v3/kv/put", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 9\r\nConnection: close\r\n\r\n{\"key\":1}"))),
+    ("http1: 1000 pipelined requests", "info",
+     lambda s: " ".join(sorted(set(raw_exchange(
+         s, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 2))))),
     # the HTTP/2 preface
     ("h2: truncated preface, then close", "info",
      lambda s: " ".join(raw_exchange(s, PREFACE[:10], shut_wr=True))),
