@@ -297,6 +297,70 @@ def compressed_without_encoding(server):
     return "stream answered" if answered else "stream NOT answered: %s" % ev
 
 
+def garbage_storm_with_clients(server):
+    """8 threads throw 40 garbage connections each while a good client does
+    100 put/get pairs on its own connection: every good call must succeed."""
+    import threading
+    stop = threading.Event()
+
+    def storm(seed):
+        rnd = random.Random(seed)
+        for _ in range(40):
+            if stop.is_set():
+                return
+            try:
+                c = socket.create_connection(("127.0.0.1", server.client_port), 5)
+                junk = rnd.choice([PREFACE[:rnd.randrange(1, 24)], b"",
+                                   PREFACE + bytes(rnd.randrange(256) for _ in range(200)),
+                                   bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 2000)))])
+                c.sendall(junk)
+                c.close()
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=storm, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    bad = 0
+    try:
+        for i in range(100):
+            if kv_ok(server, "storm-%d" % i):
+                bad += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return "good client: %d of 100 put/get pairs failed" % bad
+
+
+def idle_connections(server, n=200):
+    """n connections that never send anything (or half a preface) stay open
+    while a good client works."""
+    socks = []
+    try:
+        for i in range(n):
+            c = socket.create_connection(("127.0.0.1", server.client_port), 5)
+            if i % 2:
+                c.sendall(PREFACE[:5])
+            socks.append(c)
+        err = kv_ok(server, "idle")
+        return "served with %d idle connections open" % n if err is None else err
+    finally:
+        for c in socks:
+            c.close()
+
+
+def reset_mid_request(server):
+    """HEADERS for KV/Put and half a gRPC message, then RST_STREAM(CANCEL):
+    the connection must go on (a PING is still acked)."""
+    hb = grpc_headers_block(b"/etcdserverpb.KV/Put", server.endpoint.encode())
+    data = b"\x00" + struct.pack(">I", 100) + b"abc"
+    ev = raw_exchange(server, PREFACE + settings_frame() + h2_frame(1, 0x4, 1, hb)
+                      + h2_frame(0, 0, 1, data) + h2_frame(3, 0, 1, struct.pack(">I", 8))
+                      + h2_frame(6, 0, 0, b"pingpong"), 2)
+    return " ".join(summarize(ev, {"PING_ACK", "GOAWAY"}))
+
+
 CHECKS = [
     # raw TCP
     ("tcp: random garbage", "info",
@@ -324,6 +388,9 @@ CHECKS = [
     ("http1: 1000 pipelined requests", "info",
      lambda s: " ".join(sorted(set(raw_exchange(
          s, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 2))))),
+    ("tcp: garbage storm from 8 threads while a client works", "strict",
+     garbage_storm_with_clients),
+    ("tcp: 200 idle / half-preface connections", "strict", idle_connections),
     # the HTTP/2 preface
     ("h2: truncated preface, then close", "info",
      lambda s: " ".join(raw_exchange(s, PREFACE[:10], shut_wr=True))),
@@ -350,6 +417,7 @@ CHECKS = [
          s, PREFACE + bytes(random.Random(2).randrange(256) for _ in range(2048))),
          {"GOAWAY", "EOF", "RESET", "TIMEOUT"}))),
     ("grpc: length prefix longer than the message", "strict", lying_length_prefix),
+    ("grpc: RST_STREAM in the middle of a request", "strict", reset_mid_request),
     ("grpc: compressed flag without grpc-encoding", "strict", compressed_without_encoding),
     # malformed protobuf bodies (valid gRPC framing)
     ("protobuf: truncated varint tag", "head",
