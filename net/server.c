@@ -388,6 +388,10 @@ static void h1_done(net_conn *c) {
 
 void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
                     const char *extra_headers, const void *body, size_t len) {
+  if (call.stream_id != 0) {
+    net_h2_http_reply(loop, call, status, content_type, extra_headers, body, len);
+    return;
+  }
   net_conn *c = h1_conn(loop, call);
   if (!c || c->h1_streaming) return;
   char cl[48];
@@ -402,6 +406,7 @@ void net_http_reply(net_loop *loop, net_call call, int status, const char *conte
 
 int net_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
                           const char *extra_headers) {
+  if (call.stream_id != 0) return net_h2_http_stream_start(loop, call, status, content_type, extra_headers);
   net_conn *c = h1_conn(loop, call);
   if (!c || c->h1_streaming) return -1;
   if (h1_head(c, status, content_type, extra_headers, "Transfer-Encoding: chunked\r\n", 0) != 0) {
@@ -413,6 +418,7 @@ int net_http_stream_start(net_loop *loop, net_call call, int status, const char 
 }
 
 int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len) {
+  if (call.stream_id != 0) return net_h2_http_stream_send(loop, call, data, len);
   net_conn *c = h1_conn(loop, call);
   if (!c || !c->h1_streaming) return -1;
   if (len == 0 || c->h1_head) return 0; /* an empty chunk would end the body */
@@ -430,6 +436,10 @@ int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t
 }
 
 void net_http_stream_end(net_loop *loop, net_call call) {
+  if (call.stream_id != 0) {
+    net_h2_http_stream_end(loop, call);
+    return;
+  }
   net_conn *c = h1_conn(loop, call);
   if (!c || !c->h1_streaming) return;
   if (!c->h1_head) net_buf_append(&c->wbuf, "0\r\n\r\n", 5);
@@ -437,6 +447,7 @@ void net_http_stream_end(net_loop *loop, net_call call) {
 }
 
 size_t net_http_pending_bytes(net_loop *loop, net_call call) {
+  if (call.stream_id != 0) return net_h2_http_pending(loop, call);
   net_conn *c = h1_conn(loop, call);
   return c ? net_buf_pending(&c->wbuf) : 0;
 }

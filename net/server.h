@@ -46,8 +46,8 @@
  *   unary/server-stream half-closed with  UNKNOWN "EOF" (no message) / UNKNOWN "unexpected EOF" (partial;
  *     no complete request                   INTERNAL for server streams)
  *   client/bidi stream ends mid-message   INTERNAL "unexpected EOF"
- *   :method not POST, content-type not    RST_STREAM(PROTOCOL_ERROR)
- *     application/grpc[+x|;x]
+ *   :method not POST, content-type not    on_http (plain HTTP), or RST_STREAM(PROTOCOL_ERROR)
+ *     application/grpc[+x|;x]               without on_http
  *   A unary call is handed to the app as soon as its first message is whole;
  *   further request messages are ignored (grpc-go reads only one). Errors
  *   before any response DATA are Trailers-Only. After our END_STREAM on a
@@ -108,9 +108,11 @@ typedef struct net_http_header {
   size_t value_len;
 } net_http_header;
 
-/* One HTTP/1.1 request. Every pointer is valid only during on_http; copy
+/* One plain HTTP request. Every pointer is valid only during on_http; copy
  * what is needed. Answer exactly once, now or later, with net_http_reply()
- * on req->call; the connection reads no further request until then. */
+ * or the net_http_stream_* trio on req->call; an HTTP/1.1 connection reads
+ * no further request until then. Over HTTP/2, header names arrive lower
+ * case and keep_alive is always true. */
 typedef struct net_http_req {
   net_call call;
   const char *method;   /* NUL-terminated, e.g. "GET" */
@@ -155,8 +157,11 @@ typedef struct net_handlers {
   void (*on_tick)(void *app, net_loop *loop);
   /* A message posted to this loop with net_post(); ownership passes here. */
   void (*on_post)(void *app, net_loop *loop, void *msg);
-  /* Plain HTTP/1.1 request (told apart from HTTP/2 by the connection
-   * preface). NULL = every request gets 404. */
+  /* A plain HTTP request: HTTP/1.1 (told apart from HTTP/2 by the
+   * connection preface; call.stream_id == 0), or an HTTP/2 request that is
+   * not gRPC (not POST + application/grpc; call.stream_id > 0). Answer with
+   * the net_http_* functions either way. NULL = HTTP/1.1 requests get 404,
+   * HTTP/2 ones RST_STREAM(PROTOCOL_ERROR) as grpc-go does. */
   void (*on_http)(void *app, net_loop *loop, const net_http_req *req);
   /* The connection of an HTTP/1.1 request still being answered closed (or
    * the server is stopping): the call id is dead. Optional. */
@@ -192,9 +197,8 @@ typedef struct net_config {
 } net_config;
 
 /* TLS on every listen address (etcd's --cert-file, --key-file,
- * --client-cert-auth, --trusted-ca-file). ALPN: http/1.1 if the client
- * offers it (curl, browsers: plain HTTP goes to on_http), else h2 (gRPC
- * clients offer h2 alone). */
+ * --client-cert-auth, --trusted-ca-file). ALPN: h2 if offered, else
+ * http/1.1; plain HTTP requests reach on_http over either. */
 typedef struct net_tls_config {
   const char *cert_file;       /* PEM certificate chain */
   const char *key_file;        /* PEM private key */

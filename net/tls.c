@@ -21,14 +21,12 @@ static void tls_error(char *err, size_t err_len, const char *what, const char *f
   snprintf(err, err_len, "net: tls: %s%s%s: %s", what, file ? " " : "", file ? file : "", e);
 }
 
-/* ALPN: http/1.1 when the client offers it, else h2. gRPC clients offer
- * only h2 (grpc-go; C-core adds grpc-exp), while curl and browsers offer
- * both and then send plain HTTP requests, which the transport serves on
- * HTTP/1.1 only (gRPC is all it serves on HTTP/2). */
+/* ALPN: h2 when the client offers it (as Go's servers, etcd's, choose),
+ * else http/1.1. Plain HTTP requests work on either (on_http). */
 static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
                        const unsigned char *in, unsigned int inlen, void *arg) {
   (void)ssl, (void)arg;
-  static const unsigned char prefs[] = "\x08http/1.1\x02h2";
+  static const unsigned char prefs[] = "\x02h2\x08http/1.1";
   unsigned char *sel = NULL;
   if (SSL_select_next_proto(&sel, outlen, prefs, sizeof(prefs) - 1, in, inlen) !=
       OPENSSL_NPN_NEGOTIATED) {

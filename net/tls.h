@@ -1,8 +1,7 @@
 /*
  * tls.h -- TLS under the HTTP code (internal): an OpenSSL server context
  * built from net_tls_config, and the net_io_ops that run a connection's
- * bytes through it. ALPN picks "http/1.1" when offered, else "h2" (see
- * alpn_select); either
+ * bytes through it. ALPN picks "h2" when offered, else "http/1.1"; either
  * way the decrypted bytes go through the same preface detection as
  * cleartext, so gRPC and HTTP/1.1 share the TLS port as they share h2c's.
  */

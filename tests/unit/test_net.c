@@ -1195,32 +1195,67 @@ static void test_header_limit(void) {
   cli_close(&c);
 }
 
-static void test_not_grpc(void) {
-  tcli c;
-  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
-  uint8_t req[64];
-  size_t n = msg(req, "h");
-  /* content-type is sent twice: nghttp2 keeps both; ours names json first */
-  int32_t id;
-  {
-    nghttp2_nv nva[5] = {
-        {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
-        {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
-        {(uint8_t *)":path", (uint8_t *)"/etcdserverpb.KV/Range", 5, 22, 0},
-        {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
-        {(uint8_t *)"content-type", (uint8_t *)"application/json", 12, 16, 0}};
-    id = nghttp2_submit_request(c.h2, NULL, nva, 5, NULL, NULL);
-    tcall *k = &c.calls[c.n_calls++];
-    memset(k, 0, sizeof(*k));
-    k->id = id;
-    k->grpc_status = -1;
+/* A request of our choosing (no te, any method / content-type). */
+static int32_t cli_plain(tcli *c, const char *method, const char *path, const char *ct,
+                         const char *body) {
+  nghttp2_nv nva[5] = {
+      {(uint8_t *)":method", (uint8_t *)method, 7, strlen(method), 0},
+      {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
+      {(uint8_t *)":path", (uint8_t *)path, 5, strlen(path), 0},
+      {(uint8_t *)":authority", (uint8_t *)"localhost", 10, 9, 0},
+      {(uint8_t *)"content-type", (uint8_t *)ct, 12, strlen(ct), 0}};
+  nghttp2_data_provider prd, *pp = NULL;
+  if (body) {
+    tsrc *t = calloc(1, sizeof(*t));
+    c->srcs[c->n_srcs++] = t;
+    t->len = strlen(body);
+    t->p = malloc(t->len + 1);
+    memcpy(t->p, body, t->len);
+    t->p[t->len] = 1;
+    prd.source.ptr = t;
+    prd.read_callback = c_read_src;
+    pp = &prd;
   }
-  tcall *k = cli_wait(&c, id);
+  int32_t id = nghttp2_submit_request(c->h2, NULL, nva, 5, pp, NULL);
+  tcall *k = &c->calls[c->n_calls++];
+  memset(k, 0, sizeof(*k));
+  k->id = id;
+  k->grpc_status = -1;
+  return id;
+}
+
+/* Plain HTTP over HTTP/2 goes to on_http (curl --http2, Go clients over
+ * TLS); without on_http it is refused as grpc-go's transport does. */
+static void test_http_over_h2(void) {
+  tcli *c = calloc(1, sizeof(*c));
+  CU_ASSERT_FATAL(cli_open(c, PORT) == 0);
+  tcall *k = cli_wait(c, cli_plain(c, "POST", "/v3/kv/range", "application/json", "{\"key\":\"YQ==\"}"));
+  CU_ASSERT_EQUAL(k->http_status, 200);
+  CU_ASSERT_EQUAL(k->grpc_status, -1);
+  CU_ASSERT_EQUAL(k->rst_code, 0);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, 26);
+  CU_ASSERT_EQUAL(memcmp(k->data, "hello POST /v3/kv/range 14", 26), 0);
+  k = cli_wait(c, cli_plain(c, "GET", "/stream", "text/plain", NULL));
+  CU_ASSERT_EQUAL(k->http_status, 200);
+  CU_ASSERT_EQUAL_FATAL(k->data_len, 17);
+  CU_ASSERT_EQUAL(memcmp(k->data, "{\"a\":1}\n{\"b\":22}\n", 17), 0);
+  /* gRPC still works on the same connection */
+  uint8_t req[16];
+  size_t n = msg(req, "h");
+  k = call_once(c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  cli_close(c);
+
+  uint16_t port = 0;
+  net_server *s = bare_start(4, &port);
+  CU_ASSERT_FATAL(s != NULL);
+  CU_ASSERT_FATAL(cli_open(c, port) == 0);
+  k = cli_wait(c, cli_plain(c, "POST", "/etcdserverpb.KV/Range", "application/json", NULL));
   CU_ASSERT_TRUE(k->closed);
   CU_ASSERT_EQUAL(k->rst_code, NGHTTP2_PROTOCOL_ERROR);
-  k = call_once(&c, "/etcdserverpb.KV/Range", req, n, 1, NULL, NULL);
-  CU_ASSERT_EQUAL(k->grpc_status, 0);
-  cli_close(&c);
+  cli_close(c);
+  free(c);
+  net_server_stop(s);
 }
 
 
@@ -1768,7 +1803,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "tls", test_tls);
   CU_add_test(srv, "tls bad files", test_tls_bad_files);
   CU_add_test(srv, "header size limit", test_header_limit);
-  CU_add_test(srv, "non-gRPC content-type", test_not_grpc);
+  CU_add_test(srv, "plain HTTP over HTTP/2", test_http_over_h2);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned failed = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
