@@ -243,6 +243,7 @@ typedef struct toy {
   net_call held;   /* an HTTP/1.1 request answered later (owned by held.loop) */
   int held_ticks;  /* chunks still to send from on_tick; -1 = never answer */
   int held_set;
+  uint32_t held_loop; /* held.loop, readable from any loop */
   int http_cancels;
   int watch_msgs;  /* Watch messages received */
   int stream_ends_half, stream_ends_gone, cancels;
@@ -318,7 +319,11 @@ static void toy_cancel(void *app, net_loop *loop, net_call call, int mid) {
 static void toy_tick(void *app, net_loop *loop) {
   toy *t = app;
   __atomic_fetch_add(&t->ticks, 1, __ATOMIC_SEQ_CST);
-  if (!__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) || t->held.loop != net_loop_index(loop)) return;
+  /* only the owning loop touches `held`; others look at atomics alone */
+  if (!__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) ||
+      __atomic_load_n(&t->held_loop, __ATOMIC_SEQ_CST) != net_loop_index(loop)) {
+    return;
+  }
   if (t->held_ticks > 0) {
     char chunk[16];
     int n = snprintf(chunk, sizeof(chunk), "tick%d\n", t->held_ticks);
@@ -335,7 +340,9 @@ static void toy_http_cancel(void *app, net_loop *loop, net_call call) {
   toy *t = app;
   (void)loop;
   TOY_CHECK(call.stream_id == 0);
-  if (__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) && memcmp(&call, &t->held, sizeof(call)) == 0) {
+  if (__atomic_load_n(&t->held_set, __ATOMIC_SEQ_CST) &&
+      __atomic_load_n(&t->held_loop, __ATOMIC_SEQ_CST) == call.loop &&
+      memcmp(&call, &t->held, sizeof(call)) == 0) {
     __atomic_store_n(&t->held_set, 0, __ATOMIC_SEQ_CST);
   }
   __atomic_fetch_add(&t->http_cancels, 1, __ATOMIC_SEQ_CST);
@@ -374,6 +381,7 @@ static void toy_http(void *app, net_loop *loop, const net_http_req *req) {
     if (req->target[1] == 't') net_http_stream_start(loop, req->call, 200, "text/plain", NULL);
     t->held = req->call;
     t->held_ticks = req->target[1] == 't' ? 3 : -1;
+    __atomic_store_n(&t->held_loop, req->call.loop, __ATOMIC_SEQ_CST);
     __atomic_store_n(&t->held_set, 1, __ATOMIC_SEQ_CST);
     return;
   }
