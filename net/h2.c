@@ -13,6 +13,11 @@
  * grpc-go, once our END_STREAM is sent on a stream the client has not closed,
  * an RST_STREAM(NO_ERROR) follows so the client stops sending.
  *
+ * A request that is not gRPC (not POST + application/grpc) is plain HTTP
+ * for on_http when the app has one: its headers and body are collected and
+ * handed over at END_STREAM, and the net_http_* answers become HEADERS +
+ * DATA with END_STREAM (no trailers).
+ *
  * nghttp2 only serializes here; server.c pulls its output with
  * nghttp2_session_mem_send at the end of the turn (one write per connection).
  */
