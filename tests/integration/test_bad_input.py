@@ -20,7 +20,8 @@ unknown frame type that must be ignored, random bytes, a gRPC message whose
 length prefix lies); gRPC calls with malformed protobuf bodies; requests over
 --max-request-bytes (1.5 MiB: `etcdserver: request is too large`) and over
 max + 512 KiB (RESOURCE_EXHAUSTED); empty keys; unknown methods and services
-(UNIMPLEMENTED); a txn with more than --max-txn-ops (128) operations.
+(UNIMPLEMENTED); a txn with more than --max-txn-ops (128) operations; and
+again with --max-request-bytes=10000 --max-txn-ops=4 on both servers.
 
 Ends with `N passed, N failed` (N = checks); exit status 1 on any failure.
 BAD_BUDGET_S (default 500) bounds the run below ctest's 600 s timeout.
@@ -509,27 +510,51 @@ CHECKS = [
 ]
 
 
-def main():
-    ref_bin = dt.reference_binary()
-    cand_bin = dt.resolve_binary(os.environ.get("BAD_CANDIDATE", "cetcd"))
-    print("reference: %s  candidate: %s" % (ref_bin, cand_bin), flush=True)
-    ref = dt.Server(ref_bin, name="bad", token="bad-token", label="ref")
-    cand = dt.Server(cand_bin, name="bad", token="bad-token", label="cand")
+# Phase 2: non-default limits, to see that the flags are honoured.
+LIMIT_FLAGS = ["--max-request-bytes=10000", "--max-txn-ops=4"]
+LIMIT_CHECKS = [
+    ("--max-request-bytes=10000: 9000-byte put accepted", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * 9000))),
+    ("--max-request-bytes=10000: 10001-byte value refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * 10001))),
+    ("--max-request-bytes=10000: 520 KiB put still only too large", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * (520 * 1024)))),
+    ("--max-request-bytes=10000: 600 KiB put: RESOURCE_EXHAUSTED", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * (600 * 1024)))),
+    ("--max-request-bytes=10000: a 20 KB Range is served (only proposals are limited)", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Range",
+                        pb.RangeRequest(key=b"k" * 20000).SerializeToString())),
+    ("--max-txn-ops=4: 4 ops accepted", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", txn_ops(4))),
+    ("--max-txn-ops=4: 5 ops refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", txn_ops(5))),
+    ("--max-txn-ops=4: 5 compares refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", pb.TxnRequest(compare=[
+         pb.Compare(key=b"c%d" % i, target=pb.Compare.VERSION, result=pb.Compare.EQUAL)
+         for i in range(5)]).SerializeToString())),
+]
+
+
+def run_checks(checks, ref_bin, cand_bin, extra, deadline):
+    """Start etcd and the candidate with the extra flags, run the checks;
+    return (passed, failed)."""
+    ref = dt.Server(ref_bin, name="bad", token="bad-token", label="ref", extra_args=extra)
+    cand = dt.Server(cand_bin, name="bad", token="bad-token", label="cand",
+                     extra_args=extra)
     passed = failed = 0
     try:
         ref.start()
         try:
             cand.start()
         except dt.ServerError as e:
-            print("FAIL candidate did not start: %s" % e)
-            print("0 passed, %d failed" % len(CHECKS))
-            return 1
-        deadline = time.time() + float(os.environ.get("BAD_BUDGET_S", "500"))
-        for i, (name, mode, fn) in enumerate(CHECKS):
+            print("FAIL candidate did not start with %s: %s" % (" ".join(extra) or
+                                                             "default flags", e))
+            return 0, len(checks)
+        for i, (name, mode, fn) in enumerate(checks):
             if time.time() > deadline:
                 print("FAIL time budget (BAD_BUDGET_S) used up; %d checks not run"
-                      % (len(CHECKS) - i))
-                failed += len(CHECKS) - i
+                      % (len(checks) - i))
+                failed += len(checks) - i
                 break
             problems = []
             obs = {}
@@ -572,8 +597,19 @@ def main():
     finally:
         ref.cleanup()
         cand.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return passed, failed
+
+
+def main():
+    ref_bin = dt.reference_binary()
+    cand_bin = dt.resolve_binary(os.environ.get("BAD_CANDIDATE", "cetcd"))
+    print("reference: %s  candidate: %s" % (ref_bin, cand_bin), flush=True)
+    deadline = time.time() + float(os.environ.get("BAD_BUDGET_S", "500"))
+    p1, f1 = run_checks(CHECKS, ref_bin, cand_bin, [], deadline)
+    print("-- with %s" % " ".join(LIMIT_FLAGS), flush=True)
+    p2, f2 = run_checks(LIMIT_CHECKS, ref_bin, cand_bin, LIMIT_FLAGS, deadline)
+    print("%d passed, %d failed" % (p1 + p2, f1 + f2))
+    return 1 if f1 + f2 else 0
 
 
 if __name__ == "__main__":
