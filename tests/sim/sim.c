@@ -996,7 +996,7 @@ static int run_seed(uint64_t seed, int chaos_steps, int calm_ticks)
 int main(int argc, char **argv)
 {
     uint64_t from = 1, n = 3000;
-    int single = 0, chaos_steps = 2500, calm_ticks = 200;
+    int single = 0, chaos_steps = 5000, calm_ticks = 200;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seeds") && i + 1 < argc)
             n = strtoull(argv[++i], NULL, 10);
