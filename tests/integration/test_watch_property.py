@@ -33,7 +33,7 @@ import difftest as dt  # noqa: E402
 
 KEYS = [b"k%02d" % i for i in range(24)]
 STREAMS = 4
-STEPS = int(os.environ.get("WATCH_PROP_STEPS", "700"))
+STEPS = int(os.environ.get("WATCH_PROP_STEPS", "2000"))
 PUT, DELETE = 0, 1
 
 
@@ -234,7 +234,7 @@ def main():
                     continue
                 p = rnd.random()
                 start = 0 if p < 0.4 else (model.rev + rnd.randint(1, 5) if p < 0.55
-                                           else rnd.randint(max(1, compacted - 3), model.rev))
+                                           else rnd.randint(max(1, compacted - 8), model.rev))
                 w = Watcher(next_id, key, end, start, rnd.random() < 0.15, rnd.random() < 0.15,
                             rnd.random() < 0.4)
                 next_id += 1
