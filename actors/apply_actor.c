@@ -31,6 +31,7 @@
 #include "actors/lease.h"
 #include "actors/log.h"
 #include "actors/server.h"
+#include "actors/watch.h"
 #include "internal.pb-c.h"
 #include "msg/errors.h"
 
@@ -286,7 +287,7 @@ static bool apply_batch(apply_actor *a) {
       lease_message(a, m);
       continue;
     }
-    if (!began) mvcc_batch_begin(s->store), began = true;
+    if (!began) mvcc_batch_begin(s->store), watch_apply_begin(s), began = true; /* watch: collect events */
     apply_entries(a, (msg_apply *)m);
     n_ents += ((msg_apply *)m)->n;
     free(m);
@@ -297,6 +298,7 @@ static bool apply_batch(apply_actor *a) {
       return false;
     }
     if (a->applied != before) atomic_store(&s->applied_index, a->applied);
+    watch_apply_commit(s); /* watch: the batch's events, before any reply leaves */
     maybe_sync_store(a);
   }
   flush_replies(a);

@@ -28,10 +28,11 @@
 #include "actors/lease.h"
 #include "actors/server.h"
 #include "actors/version.h"
+#include "actors/watch.h"
 #include "internal.pb-c.h"
 #include "msg/errors.h"
 
-enum kv_method { M_RANGE, M_PUT, M_DELETE_RANGE, M_TXN, M_COMPACT };
+enum kv_method { M_RANGE, M_PUT, M_DELETE_RANGE, M_TXN, M_COMPACT, M_WATCH /* watch_service.c */ };
 
 /* InternalRequest field numbers of the request oneof (msg/proto/internal.proto). */
 static const uint8_t proposal_field[] = {
@@ -43,6 +44,7 @@ static const net_method kv_methods[] = {
     {"/etcdserverpb.KV/DeleteRange", NET_UNARY, M_DELETE_RANGE},
     {"/etcdserverpb.KV/Txn", NET_UNARY, M_TXN},
     {"/etcdserverpb.KV/Compact", NET_UNARY, M_COMPACT},
+    {"/etcdserverpb.Watch/Watch", NET_BIDI_STREAM, M_WATCH},
     {"/etcdserverpb.Lease/LeaseGrant", NET_UNARY, M_LEASE_GRANT},
     {"/etcdserverpb.Lease/LeaseRevoke", NET_UNARY, M_LEASE_REVOKE},
     {"/etcdserverpb.Lease/LeaseKeepAlive", NET_BIDI_STREAM, M_LEASE_KEEPALIVE},
@@ -52,7 +54,7 @@ static const net_method kv_methods[] = {
 
 /* Services whose issues have not landed yet: UNIMPLEMENTED, cleanly. */
 static const char *const unimplemented_services[] = {
-    "etcdserverpb.Watch", "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
+    "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
     "etcdserverpb.Auth",  "v3electionpb.Election", "v3lockpb.Lock",
 };
 
@@ -221,6 +223,10 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
 
 static void on_message(void *app, net_loop *loop, net_call call, int method, const uint8_t *msg, size_t len) {
   server *s = app;
+  if (method == M_WATCH) {
+    watch_service_on_message(s, loop, call, msg, len);
+    return;
+  }
   kv_loop *kl = s->loops[net_loop_index(loop)];
   if (method >= M_LEASE_GRANT && method <= M_LEASE_LAST_) {
     lease_on_message(kl->lease, call, method, msg, len);
@@ -308,6 +314,10 @@ static void on_post(void *app, net_loop *loop, void *msg) {
   server *s = app;
   kv_loop *kl = s->loops[net_loop_index(loop)];
   msg_hdr *h = msg;
+  if (h->kind == MSG_WATCH_OUT) {
+    watch_service_on_post(s, loop, msg); /* frees it */
+    return;
+  }
   if (h->kind == MSG_REPLIES) deliver_replies(kl, msg);
   else if (h->kind == MSG_READ_INDEX) run_reads(kl, msg);
   free(msg);
@@ -318,6 +328,13 @@ void server_post_replies(server *s, uint32_t loop, msg_replies *m) {
     for (size_t i = 0; i < m->n; i++) free(m->r[i].buf);
     free(m);
   }
+}
+
+static void on_stream_end(void *app, net_loop *loop, net_call call, int method, net_end_reason why) {
+  if (method == M_WATCH) watch_service_on_stream_end(app, loop, call, why);
+  server *s = app;
+  if (method >= M_LEASE_GRANT && method <= M_LEASE_LAST_)
+    lease_on_stream_end(s->loops[net_loop_index(loop)]->lease, call, method, why);
 }
 
 static void on_http(void *app, net_loop *loop, const net_http_req *req) {
@@ -371,12 +388,6 @@ static void on_loop_stop(void *app, net_loop *loop) {
   rcu_unregister_thread();
 }
 
-static void on_stream_end(void *app, net_loop *loop, net_call call, int method, net_end_reason why) {
-  server *s = app;
-  kv_loop *kl = s->loops[net_loop_index(loop)];
-  if (method >= M_LEASE_GRANT && method <= M_LEASE_LAST_) lease_on_stream_end(kl->lease, call, method, why);
-}
-
 static void on_tick(void *app, net_loop *loop) {
   server *s = app;
   lease_loop_flush(s->loops[net_loop_index(loop)]->lease);
@@ -396,8 +407,8 @@ void kv_service_config(server *s, net_config *cfg, net_handlers *h) {
   h->on_message = on_message;
   h->on_turn_end = on_turn_end;
   h->on_post = on_post;
-  h->on_http = on_http;
   h->on_stream_end = on_stream_end;
+  h->on_http = on_http;
   h->on_tick = on_tick;
   /* keepalives apply had no room for are retried at least this often */
   if (cfg->tick_ms == 0) cfg->tick_ms = 20;

@@ -22,6 +22,7 @@
 #include "actors/ids.h"
 #include "actors/log.h"
 #include "actors/server.h"
+#include "actors/watch.h"
 #include "actors/version.h"
 
 #define STARTUP_TIMEOUT_MS 60000
@@ -165,6 +166,8 @@ static int start_actors(server *s) {
   if (mailbox_init(&s->raft_mb, 65536) || mailbox_init(&s->raft_ctl_mb, 4096) ||
       mailbox_init(&s->wal_mb, 1024) || mailbox_init(&s->apply_mb, 4096))
     return -1;
+  /* watch: before apply, so the hub starts at the store's revision */
+  if (watch_actor_init(s) || watch_actor_start(s)) return -1;
   if (apply_actor_start(s) || wal_actor_start(s) || raft_actor_start(s)) return -1;
   return 0;
 }
@@ -217,6 +220,7 @@ static void wait_signal(server *s) {
 }
 
 static void stop_all(server *s) {
+  watch_actor_stop(s); /* watch: no more posts to the loops */
   net_server_stop(s->net);
   s->net = NULL;
   atomic_store(&s->stopping, 1);
@@ -224,6 +228,7 @@ static void stop_all(server *s) {
   pthread_join(s->raft_th, NULL);
   push_stop(&s->apply_mb);
   pthread_join(s->apply_th, NULL);
+  watch_actor_destroy(s); /* watch: after its producers (net, apply) stopped */
   push_stop(&s->wal_mb);
   pthread_join(s->wal_th, NULL);
   wal_close(s->wal);

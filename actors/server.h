@@ -8,6 +8,8 @@
  *   raft       actors/raft_actor.c: the Raft core, ticks, ready handling
  *   wal        actors/wal_actor.c: append + one fdatasync per batch
  *   apply      actors/apply_actor.c: committed entries -> MVCC, replies
+ *   watch      actors/watch_actor.c: the watcher registry, event fan-out,
+ *              catch-up from history (net side: actors/watch_service.c)
  *
  * Shared fields written by one actor and read by others are atomics, named
  * for the actor that writes them.
@@ -65,6 +67,17 @@ typedef struct server {
   mailbox apply_mb;         /* committed entries, read batches */
 
   pthread_t raft_th, wal_th, apply_th;
+
+  /* --- watch (actors/watch.h) --- */
+  mailbox watch_mb;         /* event batches from apply, requests from the net loops */
+  pthread_t watch_th;
+  struct watch_actor *watch; /* owned by the watch actor; NULL when not started */
+  _Atomic uint32_t watch_count;  /* watchers registered (written by watch; apply
+                                  * skips encoding events while it is 0) */
+  _Atomic int watch_dropped;     /* apply: an event batch did not fit the watch
+                                  * mailbox (watch clears it and catches up) */
+  _Atomic int watch_stopped;     /* main: the watch actor is stopping; nobody
+                                  * pushes to watch_mb any more */
 
   /* Restart state read from the WAL before the raft actor starts; the raft
    * actor takes ownership of the entries. */

@@ -20,10 +20,14 @@
  *                                      stream messages in MSG_REPLIES)
  *   net  --MSG_LEASE_QUERY--> apply    LeaseTimeToLive / LeaseLeases
  *   apply --MSG_PROPOSE-----> raft     revoke of an expired lease (leader only)
+ *   apply --MSG_WATCH_EVENTS-> watch   one applied batch's events, encoded once
+ *   net  --MSG_WATCH_REQ----> watch    watch create/cancel/progress, stream gone
+ *   watch --MSG_WATCH_OUT---> net      packed WatchResponses for one stream
  */
 #ifndef CETCD_MSG_MSGS_H
 #define CETCD_MSG_MSGS_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +44,10 @@ typedef enum msg_kind {
   MSG_STOP,
   MSG_LEASE_RENEW,
   MSG_LEASE_QUERY,
+  /* --- watch (actors/watch_actor.c, actors/watch_service.c) --- */
+  MSG_WATCH_EVENTS,
+  MSG_WATCH_REQ,
+  MSG_WATCH_OUT,
 } msg_kind;
 
 typedef struct msg_hdr {
@@ -159,5 +167,78 @@ typedef struct msg_lease_query {
   int keys;
   int64_t id;
 } msg_lease_query;
+/* --- watch --------------------------------------------------------------- */
+
+/* One change of an applied batch, as the watch actor needs it. Offsets are
+ * into the owning batch's buf. */
+typedef struct watch_event {
+  int64_t rev;               /* mod revision (main) */
+  uint32_t key_off, key_len; /* the key */
+  uint32_t ev_off, ev_len;   /* packed mvccpb.Event {type, kv}, no prev_kv */
+  uint32_t prev_off, prev_len; /* packed previous KeyValue; prev_len 0 = none */
+  uint8_t type;              /* MVCCPB__EVENT__EVENT_TYPE__PUT / __DELETE */
+  uint8_t is_create;         /* put with create == mod revision: etcd sends no prev_kv */
+} watch_event;
+
+/* A growable list of events; ev and buf are malloc'd by whoever builds it
+ * and freed with it (watch_batch_free in actors/watch.h). */
+typedef struct watch_batch {
+  watch_event *ev;
+  size_t n, cap;
+  uint8_t *buf;
+  size_t len, buf_cap;
+} watch_batch;
+
+/* apply -> watch, after the batch's LevelDB commit (so the watch actor's
+ * history reads see it). Pushed with try_push: apply never waits for the
+ * watch actor; a push that fails sets server.watch_dropped and the watch
+ * actor catches its watchers up from history instead. Freed by watch. */
+typedef struct msg_watch_events {
+  msg_hdr hdr;
+  int64_t rev_first, rev_last; /* the revisions this batch took */
+  int omitted;                 /* 1: events not collected (no watcher existed
+                                * when the batch began); watchers that needed
+                                * them catch up from history */
+  watch_batch b;
+} msg_watch_events;
+
+enum watch_req_op { WATCH_OP_CREATE = 1, WATCH_OP_CANCEL, WATCH_OP_PROGRESS, WATCH_OP_GONE };
+
+/* net -> watch: one decoded WatchRequest, or "the stream is gone". One
+ * block (key and range_end follow in data); malloc'd by the net loop, freed
+ * by the watch actor. */
+typedef struct msg_watch_req {
+  msg_hdr hdr;
+  net_call call;
+  int op;                  /* enum watch_req_op */
+  int64_t watch_id;        /* create: client's (0 = assign); cancel: which */
+  int64_t start_revision;
+  uint8_t progress_notify, prev_kv, fragment, noput, nodelete;
+  uint32_t key_len, end_len; /* data = key then range_end, as the client sent */
+  _Alignas(8) uint8_t data[];
+} msg_watch_req;
+
+/* Shared between the watch actor and the loop of one stream: how much of
+ * what the actor posted the loop has taken. Reference counted: the watch
+ * actor holds one while it knows the stream, each MSG_WATCH_OUT in flight
+ * holds one; the last to drop it frees it. */
+typedef struct watch_feedback {
+  _Atomic int refs;
+  _Atomic uint64_t delivered;     /* bytes of posted records handed to the stream (net) */
+  _Atomic uint64_t pending;       /* net_stream_pending_bytes after the last send (net) */
+  _Atomic uint64_t probes_done;   /* empty MSG_WATCH_OUTs handled (net) */
+} watch_feedback;
+
+/* watch -> net: packed WatchResponses for one stream, each as
+ * | len u32 (host order) | bytes |. len == 0 overall: a probe that only asks
+ * the loop to refresh fb->pending. buf is malloc'd by the watch actor and
+ * freed with the message by the net loop; fb is released (refs) there. */
+typedef struct msg_watch_out {
+  msg_hdr hdr;
+  net_call call;
+  watch_feedback *fb;
+  uint8_t *buf;
+  size_t len;
+} msg_watch_out;
 
 #endif

@@ -13,14 +13,21 @@
  * grpc-go, once our END_STREAM is sent on a stream the client has not closed,
  * an RST_STREAM(NO_ERROR) follows so the client stops sending.
  *
+ * A request that is not gRPC (not POST + application/grpc) is plain HTTP
+ * for on_http when the app has one: its headers and body are collected and
+ * handed over at END_STREAM, and the net_http_* answers become HEADERS +
+ * DATA with END_STREAM (no trailers).
+ *
  * nghttp2 only serializes here; server.c pulls its output with
  * nghttp2_session_mem_send at the end of the turn (one write per connection).
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/http1.h"
 #include "net/net_internal.h"
 
 enum {
@@ -49,10 +56,14 @@ static net_stream *stream_new(net_conn *c, int32_t id) {
     if (!s) return NULL;
   }
   grpc_frame_dec keep_dec = s->dec;
-  net_buf keep_out = s->out, keep_meta = s->meta;
+  net_buf keep_out = s->out, keep_meta = s->meta, keep_hdrs = s->hdrs, keep_body = s->body;
   memset(s, 0, sizeof(*s));
   s->meta = keep_meta;
   s->meta.len = s->meta.off = 0;
+  s->hdrs = keep_hdrs;
+  s->hdrs.len = s->hdrs.off = 0;
+  s->body = keep_body;
+  s->body.len = s->body.off = 0;
   s->dec = keep_dec;
   grpc_frame_dec_reset(&s->dec);
   s->dec.max_msg_bytes = loop->srv->cfg.max_recv_msg_bytes;
@@ -66,19 +77,27 @@ static net_stream *stream_new(net_conn *c, int32_t id) {
   return s;
 }
 
+static void stream_free_bufs(net_stream *s) {
+  grpc_frame_dec_free(&s->dec);
+  net_buf_free(&s->out);
+  net_buf_free(&s->meta);
+  net_buf_free(&s->hdrs);
+  net_buf_free(&s->body);
+}
+
 static void stream_recycle(net_loop *loop, net_stream *s) {
   free(s->status_msg);
   s->status_msg = NULL;
   if (loop->n_free_streams >= FREE_STREAMS_MAX) {
-    grpc_frame_dec_free(&s->dec);
-    net_buf_free(&s->out);
-    net_buf_free(&s->meta);
+    stream_free_bufs(s);
     free(s);
     return;
   }
   if (s->dec.cap > KEEP_BUF_BYTES) grpc_frame_dec_free(&s->dec);
   if (s->out.cap > KEEP_BUF_BYTES) net_buf_free(&s->out);
   if (s->meta.cap > KEEP_BUF_BYTES) net_buf_free(&s->meta);
+  if (s->hdrs.cap > KEEP_BUF_BYTES) net_buf_free(&s->hdrs);
+  if (s->body.cap > KEEP_BUF_BYTES) net_buf_free(&s->body);
   s->next_free = loop->free_streams;
   loop->free_streams = s;
   loop->n_free_streams++;
@@ -122,7 +141,9 @@ static ssize_t data_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t
   net_stream *s = source->ptr;
   size_t avail = net_buf_pending(&s->out);
   size_t n = avail < length ? avail : length;
-  if (n == avail && s->finished) {
+  if (n == avail && s->finished && s->http) {
+    *data_flags |= NGHTTP2_DATA_FLAG_EOF; /* plain HTTP: END_STREAM, no trailers */
+  } else if (n == avail && s->finished) {
     *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
     submit_trailers(s);
   } else if (n == 0) {
@@ -222,7 +243,7 @@ static net_stream *call_stream(net_loop *loop, net_call call) {
   net_conn *c = net_conn_lookup(loop, call);
   if (!c || c->proto != CONN_H2 || call.stream_id <= 0) return NULL;
   net_stream *s = nghttp2_session_get_stream_user_data(c->h2, call.stream_id);
-  if (!s || s->finished || !s->dispatched) return NULL;
+  if (!s || s->finished || !s->dispatched || s->http) return NULL;
   return s;
 }
 
@@ -231,7 +252,7 @@ bool net_call_alive(net_loop *loop, net_call call) {
     net_conn *c = net_conn_lookup(loop, call);
     return c && c->proto == CONN_HTTP1 && c->h1_busy;
   }
-  return call_stream(loop, call) != NULL;
+  return call_stream(loop, call) != NULL || net_h2_http_alive(loop, call);
 }
 
 const char *net_call_metadata(net_loop *loop, net_call call, const char *name, size_t *len) {
@@ -283,6 +304,131 @@ size_t net_stream_pending_bytes(net_loop *loop, net_call call) {
   net_stream *s = call_stream(loop, call);
   return s ? net_buf_pending(&s->out) : 0;
 }
+
+/* ---- plain HTTP over HTTP/2 (the gateway, curl --http2) ----------------- */
+
+/* Request body: bounded by max_http1_body_bytes, 413 beyond. */
+static void http_data(net_stream *s, const uint8_t *data, size_t len) {
+  const net_server *srv = s->conn->loop->srv;
+  if (net_buf_pending(&s->body) + len > srv->cfg.max_http1_body_bytes ||
+      net_buf_append(&s->body, data, len) != 0) {
+    s->delivered = true; /* answered here; the app never sees it */
+    s->app_gone = true;
+    static const char msg[] = "Payload Too Large\n";
+    net_h2_http_reply(s->conn->loop, stream_call(s), 413, "text/plain; charset=utf-8", NULL, msg,
+                      sizeof(msg) - 1);
+  }
+}
+
+static void http_deliver(net_stream *s) {
+  net_server *srv = s->conn->loop->srv;
+  net_loop *loop = s->conn->loop;
+  net_http_header hv[HTTP1_MAX_HEADERS];
+  size_t n = 0;
+  for (size_t off = 0; off < s->hdrs.len && n < HTTP1_MAX_HEADERS; n++) {
+    const char *name = (const char *)s->hdrs.p + off;
+    size_t nl = strlen(name);
+    const char *value = name + nl + 1;
+    size_t vl = strlen(value);
+    hv[n] = (net_http_header){name, nl, value, vl};
+    off += nl + vl + 2;
+  }
+  net_http_req r = {.call = stream_call(s), .method = s->method, .target = s->path,
+                    .headers = hv, .n_headers = n, .body = s->body.p ? s->body.p : (const uint8_t *)"",
+                    .body_len = net_buf_pending(&s->body), .keep_alive = true};
+  s->delivered = true;
+  srv->h.on_http(srv->h.app, loop, &r);
+}
+
+static net_stream *http_stream(net_loop *loop, net_call call) {
+  net_conn *c = net_conn_lookup(loop, call);
+  if (!c || c->proto != CONN_H2 || call.stream_id <= 0) return NULL;
+  net_stream *s = nghttp2_session_get_stream_user_data(c->h2, call.stream_id);
+  if (!s || !s->http || s->finished || !s->delivered) return NULL;
+  return s;
+}
+
+/* HEADERS for an HTTP answer: extra_headers' "Name: value\r\n" lines get
+ * lower-cased names, as HTTP/2 requires. */
+static void http_submit_head(net_stream *s, int status, const char *content_type,
+                             const char *extra_headers, const char *content_length) {
+  enum { MAX_NV = 20 };
+  nghttp2_nv nva[MAX_NV];
+  char st[8], names[MAX_NV][64];
+  size_t n = 0;
+  snprintf(st, sizeof(st), "%d", status);
+  nva[n++] = (nghttp2_nv)MAKE_NV(":status", st, strlen(st));
+  const char *ct = content_type ? content_type : "text/plain";
+  nva[n++] = (nghttp2_nv)MAKE_NV("content-type", ct, strlen(ct));
+  if (content_length) nva[n++] = (nghttp2_nv)MAKE_NV("content-length", content_length, strlen(content_length));
+  for (const char *p = extra_headers; p && *p && n < MAX_NV;) {
+    const char *eol = strstr(p, "\r\n");
+    const char *colon = strchr(p, ':');
+    if (!eol || !colon || colon > eol || (size_t)(colon - p) >= sizeof(names[0])) break;
+    size_t nl = (size_t)(colon - p);
+    for (size_t i = 0; i < nl; i++) names[n][i] = (char)tolower((unsigned char)p[i]);
+    const char *v = colon + 1;
+    while (v < eol && *v == ' ') v++;
+    nva[n] = (nghttp2_nv){(uint8_t *)names[n], (uint8_t *)v, nl, (size_t)(eol - v), NGHTTP2_NV_FLAG_NONE};
+    n++;
+    p = eol + 2;
+  }
+  nghttp2_data_provider prd = {.source.ptr = s, .read_callback = data_read_cb};
+  nghttp2_submit_response(s->conn->h2, s->id, nva, n, &prd);
+  s->resp_started = true;
+  net_conn_mark_dirty(s->conn);
+}
+
+void net_h2_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
+                       const char *extra_headers, const void *body, size_t len) {
+  net_stream *s = http_stream(loop, call);
+  if (!s || s->resp_started) return;
+  bool head = strcmp(s->method, "HEAD") == 0;
+  if (len && !head && net_buf_append(&s->out, body, len) != 0) {
+    nghttp2_submit_rst_stream(s->conn->h2, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_INTERNAL_ERROR);
+    s->finished = true;
+    return;
+  }
+  if (!head) s->conn->stream_out_bytes += len;
+  char cl[24];
+  snprintf(cl, sizeof(cl), "%zu", len);
+  s->finished = true;
+  s->app_gone = true;
+  http_submit_head(s, status, content_type, extra_headers, cl);
+}
+
+int net_h2_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
+                             const char *extra_headers) {
+  net_stream *s = http_stream(loop, call);
+  if (!s || s->resp_started) return -1;
+  http_submit_head(s, status, content_type, extra_headers, NULL);
+  return 0;
+}
+
+int net_h2_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len) {
+  net_stream *s = http_stream(loop, call);
+  if (!s || !s->resp_started) return -1;
+  if (len == 0 || strcmp(s->method, "HEAD") == 0) return 0;
+  if (net_buf_append(&s->out, data, len) != 0) return -1;
+  s->conn->stream_out_bytes += len;
+  stream_kick(s);
+  return 0;
+}
+
+void net_h2_http_stream_end(net_loop *loop, net_call call) {
+  net_stream *s = http_stream(loop, call);
+  if (!s || !s->resp_started) return;
+  s->finished = true;
+  s->app_gone = true;
+  stream_kick(s);
+}
+
+size_t net_h2_http_pending(net_loop *loop, net_call call) {
+  net_stream *s = http_stream(loop, call);
+  return s ? net_buf_pending(&s->out) : 0;
+}
+
+bool net_h2_http_alive(net_loop *loop, net_call call) { return http_stream(loop, call) != NULL; }
 
 /* ---- receiving ----------------------------------------------------------- */
 
@@ -359,6 +505,10 @@ static void reject_path(net_stream *s) {
 /* Request headers complete: route the call. */
 static void stream_dispatch(net_stream *s) {
   const net_server *srv = s->conn->loop->srv;
+  if ((!s->post || !s->grpc_ct) && srv->h.on_http) {
+    s->http = true; /* plain HTTP (the JSON gateway): body, then on_http */
+    return;
+  }
   if (!s->post || !s->grpc_ct) {
     /* grpc-go's transport refuses these with RST_STREAM(PROTOCOL_ERROR). */
     s->finished = true;
@@ -427,6 +577,10 @@ static void stream_data(net_stream *s, const uint8_t *data, size_t len) {
 static void stream_remote_close(net_stream *s) {
   net_server *srv = s->conn->loop->srv;
   s->remote_closed = true;
+  if (s->http) {
+    if (!s->finished && !s->delivered) http_deliver(s);
+    return;
+  }
   if (!s->dispatched || s->finished) return;
   bool partial = grpc_frame_dec_partial(&s->dec) != 0;
   switch (s->m->kind) {
@@ -497,6 +651,9 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     s->path_len = n;
   } else if (name_is(name, namelen, ":method")) {
     s->post = valuelen == 4 && memcmp(value, "POST", 4) == 0;
+    size_t n = valuelen < sizeof(s->method) - 1 ? valuelen : sizeof(s->method) - 1;
+    memcpy(s->method, value, n);
+    s->method[n] = '\0';
   } else if (name_is(name, namelen, "content-type")) {
     /* grpc-go: "application/grpc" optionally followed by '+' or ';' */
     s->grpc_ct = valuelen >= 16 && memcmp(value, "application/grpc", 16) == 0 &&
@@ -507,6 +664,14 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const
     s->encoding[n] = '\0';
   } else {
     capture_header(s, name, namelen, value, valuelen);
+  }
+  /* Kept for a plain HTTP request; gRPC clients send content-type first,
+   * so gRPC calls skip the copy. */
+  if (name[0] != ':' && !s->grpc_ct && net_buf_reserve(&s->hdrs, namelen + valuelen + 2) == 0) {
+    net_buf_append(&s->hdrs, name, namelen);
+    net_buf_append(&s->hdrs, "", 1);
+    net_buf_append(&s->hdrs, value, valuelen);
+    net_buf_append(&s->hdrs, "", 1);
   }
   return 0;
 }
@@ -527,7 +692,11 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
                          const uint8_t *data, size_t len, void *ud) {
   (void)flags, (void)ud;
   net_stream *s = nghttp2_session_get_stream_user_data(session, stream_id);
-  if (s && s->dispatched && !s->finished) stream_data(s, data, len);
+  if (s && s->http && !s->finished && !s->delivered) {
+    http_data(s, data, len);
+  } else if (s && s->dispatched && !s->finished) {
+    stream_data(s, data, len);
+  }
   return 0;
 }
 
@@ -558,7 +727,9 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     s->app_gone = true;
     net_server *srv = c->loop->srv;
     net_call call = stream_call(s);
-    if (s->m->kind == NET_UNARY) {
+    if (s->http) {
+      if (srv->h.on_http_cancel) srv->h.on_http_cancel(srv->h.app, c->loop, call);
+    } else if (s->m->kind == NET_UNARY) {
       if (srv->h.on_call_cancel) srv->h.on_call_cancel(srv->h.app, c->loop, call, s->m->id);
     } else if (srv->h.on_stream_end) {
       srv->h.on_stream_end(srv->h.app, c->loop, call, s->m->id, NET_END_GONE);
@@ -594,9 +765,7 @@ void net_h2_loop_free(net_loop *loop) {
   while (loop->free_streams) {
     net_stream *s = loop->free_streams;
     loop->free_streams = s->next_free;
-    grpc_frame_dec_free(&s->dec);
-    net_buf_free(&s->out);
-    net_buf_free(&s->meta);
+    stream_free_bufs(s);
     free(s);
   }
   loop->n_free_streams = 0;

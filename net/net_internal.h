@@ -82,6 +82,10 @@ typedef struct net_stream {
   char path[NET_PATH_MAX];   /* :path, NUL-terminated (truncated if longer) */
   size_t path_len;
   char encoding[64];         /* grpc-encoding, "" if absent */
+  char method[16];           /* :method (plain HTTP requests) */
+  net_buf hdrs;              /* regular request headers, "name\0value\0"... (plain HTTP) */
+  net_buf body;              /* request body (plain HTTP) */
+  bool http;                 /* a plain HTTP request for on_http, not gRPC */
   bool post;                 /* :method was POST */
   bool grpc_ct;              /* content-type application/grpc[+...] */
   bool bad_header;           /* header over limits */
@@ -102,7 +106,9 @@ struct net_conn {
   uint32_t slot;
   uint32_t gen;
   int fd;
-  const net_io_ops *io;
+  const net_io_ops *io;      /* plain, or TLS over `ssl` */
+  struct ssl_st *ssl;        /* OpenSSL SSL*, NULL when cleartext */
+  bool reread;               /* TLS holds decrypted input epoll cannot see */
   conn_proto proto;
   nghttp2_session *h2;
   net_stream *streams;       /* live streams (nghttp2 user data), for teardown */
@@ -151,6 +157,7 @@ struct net_server {
   uint32_t n_methods;
   uint32_t method_mask;      /* open-addressing table of methods */
   int32_t *method_table;     /* index into methods, -1 empty */
+  void *tls_ctx;             /* SSL_CTX*, NULL when cleartext */
   net_loop *loops;
   uint32_t n_loops;
   uint16_t *ports;           /* per listen address */
@@ -164,6 +171,16 @@ struct net_server {
 void net_conn_mark_dirty(net_conn *c);
 void net_conn_close(net_conn *c);
 net_conn *net_conn_lookup(net_loop *loop, net_call call);
+
+/* h2.c: plain HTTP requests over HTTP/2 (stream_id != 0 in the call) */
+void net_h2_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
+                       const char *extra_headers, const void *body, size_t len);
+int net_h2_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
+                             const char *extra_headers);
+int net_h2_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len);
+void net_h2_http_stream_end(net_loop *loop, net_call call);
+size_t net_h2_http_pending(net_loop *loop, net_call call);
+bool net_h2_http_alive(net_loop *loop, net_call call);
 
 /* h2.c */
 int net_h2_loop_init(net_loop *loop);

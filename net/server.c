@@ -47,6 +47,7 @@
 
 #include "net/http1.h"
 #include "net/net_internal.h"
+#include "net/tls.h"
 
 static const char H2_PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 enum { H2_PREFACE_LEN = 24 };
@@ -186,6 +187,10 @@ static void conn_set_events(net_conn *c) {
   bool pause = c->h1_busy || c->close_after_write ||
                net_buf_pending(&c->wbuf) >= s->cfg.max_conn_out_bytes;
   bool out = net_buf_pending(&c->wbuf) > 0;
+  if (!pause && net_tls_pending(c) > 0) { /* epoll cannot see these bytes */
+    c->reread = true;
+    net_conn_mark_dirty(c);
+  }
   if (pause == c->reading_paused && out == c->want_out) return;
   /* EPOLLRDHUP even while paused: a client that hangs up on a pending
    * HTTP/1.1 request is noticed (on_http_cancel). */
@@ -225,6 +230,8 @@ static void conn_teardown(net_conn *c) {
     loop->srv->h.on_http_cancel(loop->srv->h.app, loop, call);
   }
   c->h1_busy = c->h1_streaming = false;
+  net_tls_conn_free(c);
+  c->reread = false;
   epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   c->fd = -1;
@@ -275,6 +282,8 @@ static void loop_accept(net_loop *loop, int lfd) {
     net_conn *c = &loop->conns[loop->free_slots[--loop->n_free]];
     c->fd = fd;
     c->io = &net_io_plain;
+    c->ssl = NULL;
+    c->reread = false;
     c->proto = CONN_DETECT;
     c->h1_head = c->h1_continue_sent = false;
     c->h2 = NULL;
@@ -283,7 +292,9 @@ static void loop_accept(net_loop *loop, int lfd) {
     c->dirty = c->want_out = c->reading_paused = false;
     c->close_after_write = c->closing = c->h1_busy = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = EV_DATA(EV_CONN, c->slot)};
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    if ((loop->srv->tls_ctx && net_tls_conn_init(c, loop->srv->tls_ctx) != 0) ||
+        epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      net_tls_conn_free(c);
       close(fd);
       c->fd = -1;
       c->proto = CONN_FREE;
@@ -377,6 +388,10 @@ static void h1_done(net_conn *c) {
 
 void net_http_reply(net_loop *loop, net_call call, int status, const char *content_type,
                     const char *extra_headers, const void *body, size_t len) {
+  if (call.stream_id != 0) {
+    net_h2_http_reply(loop, call, status, content_type, extra_headers, body, len);
+    return;
+  }
   net_conn *c = h1_conn(loop, call);
   if (!c || c->h1_streaming) return;
   char cl[48];
@@ -391,6 +406,7 @@ void net_http_reply(net_loop *loop, net_call call, int status, const char *conte
 
 int net_http_stream_start(net_loop *loop, net_call call, int status, const char *content_type,
                           const char *extra_headers) {
+  if (call.stream_id != 0) return net_h2_http_stream_start(loop, call, status, content_type, extra_headers);
   net_conn *c = h1_conn(loop, call);
   if (!c || c->h1_streaming) return -1;
   if (h1_head(c, status, content_type, extra_headers, "Transfer-Encoding: chunked\r\n", 0) != 0) {
@@ -402,6 +418,7 @@ int net_http_stream_start(net_loop *loop, net_call call, int status, const char 
 }
 
 int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t len) {
+  if (call.stream_id != 0) return net_h2_http_stream_send(loop, call, data, len);
   net_conn *c = h1_conn(loop, call);
   if (!c || !c->h1_streaming) return -1;
   if (len == 0 || c->h1_head) return 0; /* an empty chunk would end the body */
@@ -419,6 +436,10 @@ int net_http_stream_send(net_loop *loop, net_call call, const void *data, size_t
 }
 
 void net_http_stream_end(net_loop *loop, net_call call) {
+  if (call.stream_id != 0) {
+    net_h2_http_stream_end(loop, call);
+    return;
+  }
   net_conn *c = h1_conn(loop, call);
   if (!c || !c->h1_streaming) return;
   if (!c->h1_head) net_buf_append(&c->wbuf, "0\r\n\r\n", 5);
@@ -426,6 +447,7 @@ void net_http_stream_end(net_loop *loop, net_call call) {
 }
 
 size_t net_http_pending_bytes(net_loop *loop, net_call call) {
+  if (call.stream_id != 0) return net_h2_http_pending(loop, call);
   net_conn *c = h1_conn(loop, call);
   return c ? net_buf_pending(&c->wbuf) : 0;
 }
@@ -535,7 +557,12 @@ static void loop_flush(net_loop *loop) {
       net_conn *c = list;
       list = c->next_dirty;
       c->dirty = false;
-      if (c->proto != CONN_FREE) conn_flush(c);
+      if (c->proto == CONN_FREE) continue;
+      if (c->reread && !c->closing && !c->reading_paused) {
+        c->reread = false;
+        conn_readable(c);
+      }
+      conn_flush(c);
     }
     /* Teardown callbacks and h1 resumption may have dirtied more; the loop
      * repeats so nothing waits for the next epoll wake-up. */
@@ -760,14 +787,15 @@ static void server_free(net_server *s) {
   free(s->ports);
   free(s->methods);
   free(s->method_table);
+  if (s->tls_ctx) net_tls_ctx_free(s->tls_ctx);
   free(s);
 }
 
 int net_server_start(const net_config *cfg, const net_handlers *h, net_server **out, char *err,
                      size_t err_len) {
   *out = NULL;
-  if (cfg->tls != NULL || cfg->n_listen == 0) {
-    snprintf(err, err_len, cfg->tls ? "net: TLS is not supported yet" : "net: no listen address");
+  if (cfg->n_listen == 0) {
+    snprintf(err, err_len, "net: no listen address");
     return -1;
   }
   net_server *s = calloc(1, sizeof(*s));
@@ -781,6 +809,10 @@ int net_server_start(const net_config *cfg, const net_handlers *h, net_server **
   s->ports = calloc(s->cfg.n_listen, sizeof(uint16_t));
   if (!s->loops || !s->ports || build_methods(s) != 0) {
     snprintf(err, err_len, "net: out of memory");
+    server_free(s);
+    return -1;
+  }
+  if (cfg->tls && (s->tls_ctx = net_tls_ctx_new(cfg->tls, err, err_len)) == NULL) {
     server_free(s);
     return -1;
   }

@@ -22,9 +22,9 @@
  * BATCHING
  *   One loop turn = epoll_wait, read every readable socket (feeding nghttp2,
  *   which invokes on_message ...), drain the loop's mailbox (on_post),
- *   on_turn_end, then serialize each dirty connection's nghttp2 output into
- *   its buffer and write it with one write() per connection. Replies made
- *   during the turn therefore leave together.
+ *   on_tick (when due), on_turn_end, then serialize each dirty connection's
+ *   nghttp2 output into its buffer and write it with one write() per
+ *   connection. Replies made during the turn therefore leave together.
  *
  * LIMITS
  *   max_conns (split evenly across loops), max_concurrent_streams per
@@ -46,8 +46,8 @@
  *   unary/server-stream half-closed with  UNKNOWN "EOF" (no message) / UNKNOWN "unexpected EOF" (partial;
  *     no complete request                   INTERNAL for server streams)
  *   client/bidi stream ends mid-message   INTERNAL "unexpected EOF"
- *   :method not POST, content-type not    RST_STREAM(PROTOCOL_ERROR)
- *     application/grpc[+x|;x]
+ *   :method not POST, content-type not    on_http (plain HTTP), or RST_STREAM(PROTOCOL_ERROR)
+ *     application/grpc[+x|;x]               without on_http
  *   A unary call is handed to the app as soon as its first message is whole;
  *   further request messages are ignored (grpc-go reads only one). Errors
  *   before any response DATA are Trailers-Only. After our END_STREAM on a
@@ -55,8 +55,9 @@
  *   Malformed HTTP/2 (frames, HPACK, flow control) ends that connection with
  *   GOAWAY; a bad preface or junk closes it; HTTP/1.1 junk gets 400 + close.
  *
- * TLS: a later seam (net_config.tls, and net_io_ops under each connection in
- * net_internal.h); cleartext (h2c with prior knowledge) now.
+ * TLS: net_config.tls (OpenSSL, net/tls.c) under the same HTTP code, through
+ * the net_io_ops seam in net_internal.h; without it, cleartext h2c (prior
+ * knowledge) and HTTP/1.1.
  */
 #ifndef CETCD_NET_SERVER_H
 #define CETCD_NET_SERVER_H
@@ -107,9 +108,11 @@ typedef struct net_http_header {
   size_t value_len;
 } net_http_header;
 
-/* One HTTP/1.1 request. Every pointer is valid only during on_http; copy
+/* One plain HTTP request. Every pointer is valid only during on_http; copy
  * what is needed. Answer exactly once, now or later, with net_http_reply()
- * on req->call; the connection reads no further request until then. */
+ * or the net_http_stream_* trio on req->call; an HTTP/1.1 connection reads
+ * no further request until then. Over HTTP/2, header names arrive lower
+ * case and keep_alive is always true. */
 typedef struct net_http_req {
   net_call call;
   const char *method;   /* NUL-terminated, e.g. "GET" */
@@ -154,8 +157,11 @@ typedef struct net_handlers {
   void (*on_tick)(void *app, net_loop *loop);
   /* A message posted to this loop with net_post(); ownership passes here. */
   void (*on_post)(void *app, net_loop *loop, void *msg);
-  /* Plain HTTP/1.1 request (told apart from HTTP/2 by the connection
-   * preface). NULL = every request gets 404. */
+  /* A plain HTTP request: HTTP/1.1 (told apart from HTTP/2 by the
+   * connection preface; call.stream_id == 0), or an HTTP/2 request that is
+   * not gRPC (not POST + application/grpc; call.stream_id > 0). Answer with
+   * the net_http_* functions either way. NULL = HTTP/1.1 requests get 404,
+   * HTTP/2 ones RST_STREAM(PROTOCOL_ERROR) as grpc-go does. */
   void (*on_http)(void *app, net_loop *loop, const net_http_req *req);
   /* The connection of an HTTP/1.1 request still being answered closed (or
    * the server is stopping): the call id is dead. Optional. */
@@ -187,14 +193,26 @@ typedef struct net_config {
    * require-leader. At most NET_MAX_CAPTURE names; others are not kept. */
   const char *const *capture_headers;
   size_t n_capture;
-  void *tls; /* reserved for the TLS seam; must be NULL for now */
+  const struct net_tls_config *tls; /* NULL = cleartext (h2c) */
 } net_config;
+
+/* TLS on every listen address (etcd's --cert-file, --key-file,
+ * --client-cert-auth, --trusted-ca-file). ALPN: h2 if offered, else
+ * http/1.1; plain HTTP requests reach on_http over either. */
+typedef struct net_tls_config {
+  const char *cert_file;       /* PEM certificate chain */
+  const char *key_file;        /* PEM private key */
+  bool client_cert_auth;       /* require a client certificate ... */
+  const char *trusted_ca_file; /* ... signed by this CA (PEM) */
+} net_tls_config;
 
 enum { NET_MAX_CAPTURE = 8 };
 
 /* Binds every listen address (SO_REUSEPORT, one listening socket per loop
- * and address), starts the loops, returns 0. On error returns -1 and writes
- * a message into err. `cfg` arrays and strings must outlive the server. */
+ * and address; a port already taken fails like etcd: "listen tcp
+ * 127.0.0.1:2379: bind: address already in use"), loads TLS files, starts
+ * the loops, returns 0. On error returns -1 with a message in err. `cfg`
+ * arrays and strings must outlive the server; *out is NULL on error. */
 int net_server_start(const net_config *cfg, const net_handlers *h,
                      net_server **out, char *err, size_t err_len);
 /* Stops the server: refuses further posts (net_post returns -1, a producer
@@ -232,7 +250,9 @@ void net_reply_error(net_loop *loop, net_call call, int grpc_code, const char *m
 int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
 /* Server/bidi stream: trailers and END_STREAM. The call is dead afterwards. */
 void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char *message);
-/* Bytes queued on the call not yet handed to the socket (0 if dead). */
+/* Response bytes queued on the stream and not yet framed onto the
+ * connection (held by HTTP/2 flow control, or until the turn's flush): the
+ * slow-consumer measure for watch streams. 0 if dead. */
 size_t net_stream_pending_bytes(net_loop *loop, net_call call);
 /* True while the call can still be answered. */
 bool net_call_alive(net_loop *loop, net_call call);

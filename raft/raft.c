@@ -441,10 +441,20 @@ int raft_step(raft *r, const raft_msg *m)
     return r->nomem ? RAFT_ERR_NOMEM : RAFT_OK;
 }
 
+static int propose(raft *r, uint8_t *data, uint32_t len);
+
 int raft_propose(raft *r, uint8_t *data, uint32_t len)
 {
     if (len && !data)
         return RAFT_ERR_INVALID;
+    int rc = propose(r, len ? data : NULL, len);
+    if (rc == RAFT_OK && !len && data)
+        raft_garbage_add(r, data, NULL); /* nothing to keep, but it is ours now */
+    return rc;
+}
+
+static int propose(raft *r, uint8_t *data, uint32_t len)
+{
     if (r->role != RAFT_LEADER) {
         if (r->role != RAFT_FOLLOWER || r->lead == RAFT_NONE)
             return RAFT_ERR_NO_LEADER;

@@ -44,7 +44,8 @@
  *    state machine never gets ahead of the local WAL.
  *  - rd.entries may overwrite a suffix: the first entry's index says where the
  *    WAL's log now continues (entries at and above it are replaced).
- *  - raft_persisted(i, t) is ignored if the log no longer holds term t at
+ *  - raft_persisted reports in WAL order (durable up to i means everything
+ *    before i is too); it is ignored if the log no longer holds term t at
  *    index i (the entries were replaced before the ack came back). After a
  *    snapshot in a ready is durable, call raft_persisted(snap.index,
  *    snap.term) as well (entries after it are acked in the usual way).
@@ -73,12 +74,17 @@
  *  - Fresh (boot->fresh == true): mirrors etcd's bootstrap. The initial
  *    voters (then learners) become conf-change entries at term 1, indexes
  *    1..n, already committed; hard state {term 1, vote 0, commit n}. They are
- *    in the first ready's entries (persist them) and committed_entries. A
- *    fresh single member therefore campaigns into term 2.
+ *    in the first ready's entries (persist them) and, once raft_persisted
+ *    says so, in committed_entries. A fresh single member therefore
+ *    campaigns into term 2 (raft_campaign, or an election timeout).
  *  - Restart (fresh == false): the durable snapshot metadata (+ data), hard
  *    state and log entries after the snapshot. Everything given is taken as
  *    durable. Commit becomes max(hs.commit, cfg->applied) provided the log
  *    holds cfg->applied; committed_entries resume at cfg->applied + 1.
+ *    Conf changes up to cfg->applied are taken into the membership at once.
+ *    A restart with nothing at all (a member joining an existing group, or
+ *    one whose disk was lost) knows no membership: it cannot campaign and
+ *    waits for the leader's appends or snapshot.
  *
  * Result codes: every int-returning call returns a raft_rc.
  */

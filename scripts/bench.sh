@@ -183,6 +183,7 @@ esac
 
 echo "machine: $(nproc) cores, $(uname -sr), load average $(cut -d' ' -f1-3 /proc/loadavg); etcd: $("$ETCD" --version | head -n 1)"
 echo "each scenario: $ROUNDS rounds, etcd and cetcd alternating, a fresh server per round; 8 B keys, 256 B values unless said"
+: >"$BUILD/bench-results.jsonl"
 idx=0
 while IFS='|' read -r label args; do
   idx=$((idx + 1))

@@ -20,7 +20,8 @@ unknown frame type that must be ignored, random bytes, a gRPC message whose
 length prefix lies); gRPC calls with malformed protobuf bodies; requests over
 --max-request-bytes (1.5 MiB: `etcdserver: request is too large`) and over
 max + 512 KiB (RESOURCE_EXHAUSTED); empty keys; unknown methods and services
-(UNIMPLEMENTED); a txn with more than --max-txn-ops (128) operations.
+(UNIMPLEMENTED); a txn with more than --max-txn-ops (128) operations; and
+again with --max-request-bytes=10000 --max-txn-ops=4 on both servers.
 
 Ends with `N passed, N failed` (N = checks); exit status 1 on any failure.
 BAD_BUDGET_S (default 500) bounds the run below ctest's 600 s timeout.
@@ -297,6 +298,70 @@ def compressed_without_encoding(server):
     return "stream answered" if answered else "stream NOT answered: %s" % ev
 
 
+def garbage_storm_with_clients(server):
+    """8 threads throw 40 garbage connections each while a good client does
+    100 put/get pairs on its own connection: every good call must succeed."""
+    import threading
+    stop = threading.Event()
+
+    def storm(seed):
+        rnd = random.Random(seed)
+        for _ in range(40):
+            if stop.is_set():
+                return
+            try:
+                c = socket.create_connection(("127.0.0.1", server.client_port), 5)
+                junk = rnd.choice([PREFACE[:rnd.randrange(1, 24)], b"",
+                                   PREFACE + bytes(rnd.randrange(256) for _ in range(200)),
+                                   bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 2000)))])
+                c.sendall(junk)
+                c.close()
+            except OSError:
+                pass
+
+    threads = [threading.Thread(target=storm, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    bad = 0
+    try:
+        for i in range(100):
+            if kv_ok(server, "storm-%d" % i):
+                bad += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    return "good client: %d of 100 put/get pairs failed" % bad
+
+
+def idle_connections(server, n=200):
+    """n connections that never send anything (or half a preface) stay open
+    while a good client works."""
+    socks = []
+    try:
+        for i in range(n):
+            c = socket.create_connection(("127.0.0.1", server.client_port), 5)
+            if i % 2:
+                c.sendall(PREFACE[:5])
+            socks.append(c)
+        err = kv_ok(server, "idle")
+        return "served with %d idle connections open" % n if err is None else err
+    finally:
+        for c in socks:
+            c.close()
+
+
+def reset_mid_request(server):
+    """HEADERS for KV/Put and half a gRPC message, then RST_STREAM(CANCEL):
+    the connection must go on (a PING is still acked)."""
+    hb = grpc_headers_block(b"/etcdserverpb.KV/Put", server.endpoint.encode())
+    data = b"\x00" + struct.pack(">I", 100) + b"abc"
+    ev = raw_exchange(server, PREFACE + settings_frame() + h2_frame(1, 0x4, 1, hb)
+                      + h2_frame(0, 0, 1, data) + h2_frame(3, 0, 1, struct.pack(">I", 8))
+                      + h2_frame(6, 0, 0, b"pingpong"), 2)
+    return " ".join(summarize(ev, {"PING_ACK", "GOAWAY"}))
+
+
 CHECKS = [
     # raw TCP
     ("tcp: random garbage", "info",
@@ -307,6 +372,26 @@ CHECKS = [
     ("tcp: 50 short garbage connections", "strict", many_garbage_connections),
     ("tcp: connect and close at once", "strict",
      lambda s: (socket.create_connection(("127.0.0.1", s.client_port), 5).close(), "ok")[1]),
+    # HTTP/1.1 (the JSON gateway's side of the port): garbage and abuse
+    ("http1: 70 KB header", "info",
+     lambda s: " ".join(raw_exchange(s, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000
+                                     + b"\r\nConnection: close\r\n\r\n"))),
+    ("http1: body shorter than Content-Length, then close", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 1000\r\n\r\n{\"key\":", 2, shut_wr=True))),
+    ("http1: bad chunked encoding", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                                     b"zz\r\nfoo\r\n0\r\n\r\n"))),
+    ("http1: invalid JSON to /v3/kv/put", "info",
+     lambda s: " ".join(raw_exchange(s, b"POST /v3/kv/put HTTP/1.1\r\nHost: x\r\n"
+                                     b"Content-Length: 9\r\nConnection: close\r\n\r\n{\"key\":1}"))),
+    ("http1: 1000 pipelined requests", "info",
+     lambda s: " ".join(sorted(set(raw_exchange(
+         s, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n" * 1000, 2))))),
+    ("tcp: garbage storm from 8 threads while a client works", "strict",
+     garbage_storm_with_clients),
+    ("tcp: 200 idle / half-preface connections", "strict", idle_connections),
     # the HTTP/2 preface
     ("h2: truncated preface, then close", "info",
      lambda s: " ".join(raw_exchange(s, PREFACE[:10], shut_wr=True))),
@@ -333,6 +418,7 @@ CHECKS = [
          s, PREFACE + bytes(random.Random(2).randrange(256) for _ in range(2048))),
          {"GOAWAY", "EOF", "RESET", "TIMEOUT"}))),
     ("grpc: length prefix longer than the message", "strict", lying_length_prefix),
+    ("grpc: RST_STREAM in the middle of a request", "strict", reset_mid_request),
     ("grpc: compressed flag without grpc-encoding", "strict", compressed_without_encoding),
     # malformed protobuf bodies (valid gRPC framing)
     ("protobuf: truncated varint tag", "head",
@@ -424,27 +510,51 @@ CHECKS = [
 ]
 
 
-def main():
-    ref_bin = dt.reference_binary()
-    cand_bin = dt.resolve_binary(os.environ.get("BAD_CANDIDATE", "cetcd"))
-    print("reference: %s  candidate: %s" % (ref_bin, cand_bin), flush=True)
-    ref = dt.Server(ref_bin, name="bad", token="bad-token", label="ref")
-    cand = dt.Server(cand_bin, name="bad", token="bad-token", label="cand")
+# Phase 2: non-default limits, to see that the flags are honoured.
+LIMIT_FLAGS = ["--max-request-bytes=10000", "--max-txn-ops=4"]
+LIMIT_CHECKS = [
+    ("--max-request-bytes=10000: 9000-byte put accepted", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * 9000))),
+    ("--max-request-bytes=10000: 10001-byte value refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * 10001))),
+    ("--max-request-bytes=10000: 520 KiB put still only too large", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * (520 * 1024)))),
+    ("--max-request-bytes=10000: 600 KiB put: RESOURCE_EXHAUSTED", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Put", pb_put(b"lim/a", b"a" * (600 * 1024)))),
+    ("--max-request-bytes=10000: a 20 KB Range is served (only proposals are limited)", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Range",
+                        pb.RangeRequest(key=b"k" * 20000).SerializeToString())),
+    ("--max-txn-ops=4: 4 ops accepted", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", txn_ops(4))),
+    ("--max-txn-ops=4: 5 ops refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", txn_ops(5))),
+    ("--max-txn-ops=4: 5 compares refused", "strict",
+     lambda s: grpc_raw(s, "/etcdserverpb.KV/Txn", pb.TxnRequest(compare=[
+         pb.Compare(key=b"c%d" % i, target=pb.Compare.VERSION, result=pb.Compare.EQUAL)
+         for i in range(5)]).SerializeToString())),
+]
+
+
+def run_checks(checks, ref_bin, cand_bin, extra, deadline):
+    """Start etcd and the candidate with the extra flags, run the checks;
+    return (passed, failed)."""
+    ref = dt.Server(ref_bin, name="bad", token="bad-token", label="ref", extra_args=extra)
+    cand = dt.Server(cand_bin, name="bad", token="bad-token", label="cand",
+                     extra_args=extra)
     passed = failed = 0
     try:
         ref.start()
         try:
             cand.start()
         except dt.ServerError as e:
-            print("FAIL candidate did not start: %s" % e)
-            print("0 passed, %d failed" % len(CHECKS))
-            return 1
-        deadline = time.time() + float(os.environ.get("BAD_BUDGET_S", "500"))
-        for i, (name, mode, fn) in enumerate(CHECKS):
+            print("FAIL candidate did not start with %s: %s" % (" ".join(extra) or
+                                                             "default flags", e))
+            return 0, len(checks)
+        for i, (name, mode, fn) in enumerate(checks):
             if time.time() > deadline:
                 print("FAIL time budget (BAD_BUDGET_S) used up; %d checks not run"
-                      % (len(CHECKS) - i))
-                failed += len(CHECKS) - i
+                      % (len(checks) - i))
+                failed += len(checks) - i
                 break
             problems = []
             obs = {}
@@ -487,8 +597,19 @@ def main():
     finally:
         ref.cleanup()
         cand.cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    return passed, failed
+
+
+def main():
+    ref_bin = dt.reference_binary()
+    cand_bin = dt.resolve_binary(os.environ.get("BAD_CANDIDATE", "cetcd"))
+    print("reference: %s  candidate: %s" % (ref_bin, cand_bin), flush=True)
+    deadline = time.time() + float(os.environ.get("BAD_BUDGET_S", "500"))
+    p1, f1 = run_checks(CHECKS, ref_bin, cand_bin, [], deadline)
+    print("-- with %s" % " ".join(LIMIT_FLAGS), flush=True)
+    p2, f2 = run_checks(LIMIT_CHECKS, ref_bin, cand_bin, LIMIT_FLAGS, deadline)
+    print("%d passed, %d failed" % (p1 + p2, f1 + f2))
+    return 1 if f1 + f2 else 0
 
 
 if __name__ == "__main__":

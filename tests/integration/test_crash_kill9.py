@@ -53,7 +53,7 @@ class Writer(threading.Thread):
         self.unexpected = []
 
     def run(self):
-        client = etcd3.client("127.0.0.1", self.port, timeout=5)
+        client = etcd3.client("127.0.0.1", self.port, timeout=15)
         try:
             while not self.stop.is_set():
                 key = "crash/w%02d/%08d" % (self.wid, self.seq)

@@ -49,6 +49,7 @@ typedef struct cluster {
     bool cut[N_MAX + 1][N_MAX + 1];
     bool pre_vote, check_quorum;
     size_t max_msg_bytes;
+    size_t max_inflight_msgs, max_inflight_bytes;
     /* test hook: may edit the message; false drops it */
     bool (*keep)(struct cluster *c, raft_msg *m);
 } cluster;
@@ -60,6 +61,9 @@ static void cfg_for(cluster *c, raft_config *cfg, uint64_t id)
     cfg->check_quorum = c->check_quorum;
     if (c->max_msg_bytes)
         cfg->max_msg_bytes = c->max_msg_bytes;
+    if (c->max_inflight_msgs)
+        cfg->max_inflight_msgs = c->max_inflight_msgs;
+    cfg->max_inflight_bytes = c->max_inflight_bytes;
 }
 
 static void queue_msg(cluster *c, const raft_msg *m)
@@ -896,6 +900,157 @@ static void test_transfer_and_forwarding(void)
     cl_free(&c);
 }
 
+/* ---- ReadIndex batching: one heartbeat round for all queued reads ------- */
+static void test_read_index_batch(void)
+{
+    cluster c;
+    cl_init(&c, 3, true, true);
+    elect(&c, 1);
+    raft *r = c.nd[1].r;
+    for (uint64_t k = 1; k <= 5; k++)
+        CU_ASSERT_EQUAL(raft_read_index(r, 100 + k), RAFT_OK);
+    raft_ready rd;
+    raft_ready_get(r, &rd);
+    size_t hb = 0;
+    uint64_t round = 0;
+    for (size_t i = 0; i < rd.n_msgs; i++)
+        if (rd.msgs[i].type == RAFT_MSG_HEARTBEAT) {
+            hb++;
+            round = rd.msgs[i].ctx;
+        }
+    CU_ASSERT_EQUAL(hb, 2); /* one per follower, for all five reads */
+    CU_ASSERT_EQUAL(rd.n_read_states, 0);
+    raft_ready_advance(r, &rd);
+    /* one follower's ack makes a quorum: all five are released at once */
+    raft_msg ack = { .type = RAFT_MSG_HEARTBEAT_RESP, .from = 3, .to = 1,
+                     .term = st_of(&c, 1).term, .ctx = round };
+    CU_ASSERT_EQUAL(raft_step(r, &ack), RAFT_OK);
+    raft_ready_get(r, &rd);
+    CU_ASSERT_EQUAL_FATAL(rd.n_read_states, 5);
+    for (size_t i = 0; i < 5; i++) {
+        CU_ASSERT_EQUAL(rd.read_states[i].ctx, 101 + i);
+        CU_ASSERT_EQUAL(rd.read_states[i].index, st_of(&c, 1).commit);
+    }
+    raft_ready_advance(r, &rd);
+    /* an ack of an older round confirms nothing newer */
+    CU_ASSERT_EQUAL(raft_read_index(r, 200), RAFT_OK);
+    raft_ready_get(r, &rd);
+    raft_ready_advance(r, &rd);
+    CU_ASSERT_EQUAL(raft_step(r, &ack), RAFT_OK);
+    raft_ready_get(r, &rd);
+    CU_ASSERT_EQUAL(rd.n_read_states, 0);
+    raft_ready_advance(r, &rd);
+    drop_queue(&c);
+    cl_free(&c);
+}
+
+/* ---- flow control: in-flight window by count and bytes ------------------ */
+static size_t count_apps(const raft_ready *rd, uint64_t to)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < rd->n_msgs; i++)
+        if (rd->msgs[i].type == RAFT_MSG_APP && rd->msgs[i].to == to && rd->msgs[i].n_entries)
+            n++;
+    return n;
+}
+
+static void test_inflight_window(void)
+{
+    cluster c;
+    cl_init(&c, 3, true, true);
+    c.max_msg_bytes = 100;
+    for (int i = 1; i <= 3; i++) {
+        node_crash(&c, i);
+        node_boot(&c, i, false);
+    }
+    elect(&c, 1);
+    propose_byte(&c, 1, 'p', 10); /* one round trip puts 2 and 3 in replicate */
+    deliver(&c);
+    raft *r = c.nd[1].r;
+    isolate(&c, 3, true); /* 3 stops acking; 2 keeps going */
+    /* 40 entries of 100 bytes: one MsgApp each; window is 256 by default,
+     * so all go out to 3 at once, pipelined */
+    for (int k = 0; k < 40; k++)
+        propose_byte(&c, 1, 'q', 100);
+    raft_ready rd;
+    raft_ready_get(r, &rd);
+    CU_ASSERT_EQUAL(count_apps(&rd, 3), 40);
+    raft_ready_advance(r, &rd);
+    raft_status st;
+    raft_status_get(r, &st);
+    for (uint32_t i = 0; i < st.n_progress; i++)
+        if (st.progress[i].id == 3) {
+            CU_ASSERT_EQUAL(st.progress[i].state, 1); /* replicate */
+            CU_ASSERT_EQUAL(st.progress[i].inflight, 40);
+        }
+    cl_free(&c);
+
+    /* the same with a window of 4 messages and 250 bytes */
+    cluster d;
+    cl_init(&d, 3, true, true);
+    d.max_msg_bytes = 100;
+    d.max_inflight_msgs = 4;
+    d.max_inflight_bytes = 250;
+    for (int i = 1; i <= 3; i++) {
+        node_crash(&d, i);
+        node_boot(&d, i, false);
+    }
+    elect(&d, 1);
+    propose_byte(&d, 1, 'p', 10);
+    deliver(&d);
+    isolate(&d, 3, true);
+    isolate(&d, 2, true);
+    for (int k = 0; k < 40; k++)
+        propose_byte(&d, 1, 'q', 100);
+    raft_ready_get(d.nd[1].r, &rd);
+    CU_ASSERT_EQUAL(count_apps(&rd, 3), 3); /* 3 x 100 bytes reach the 250 limit */
+    CU_ASSERT_EQUAL(count_apps(&rd, 2), 3);
+    raft_ready_advance(d.nd[1].r, &rd);
+    cl_free(&d);
+}
+
+/* ---- proposals refused when too many bytes are uncommitted -------------- */
+static void test_uncommitted_limit(void)
+{
+    raft_config cfg;
+    raft_config_default(&cfg, 1, 3);
+    cfg.max_uncommitted_bytes = 1000;
+    raft_boot b;
+    memset(&b, 0, sizeof(b));
+    b.fresh = true;
+    b.conf.n_voters = 1;
+    b.conf.voters[0] = 1;
+    raft *r;
+    CU_ASSERT_EQUAL_FATAL(raft_new(&cfg, &b, &r), RAFT_OK);
+    raft_campaign(r);
+    int ok = 0, refused = 0;
+    for (int k = 0; k < 20; k++) {
+        uint8_t *d = calloc(1, 100);
+        int rc = raft_propose(r, d, 100);
+        if (rc == RAFT_OK)
+            ok++;
+        else {
+            CU_ASSERT_EQUAL(rc, RAFT_ERR_TOO_MANY_UNCOMMITTED);
+            refused++;
+            free(d);
+        }
+    }
+    CU_ASSERT_EQUAL(ok, 10);
+    CU_ASSERT_EQUAL(refused, 10);
+    /* once applied, there is room again */
+    raft_ready rd;
+    raft_ready_get(r, &rd);
+    uint64_t li = rd.entries[rd.n_entries - 1].index, lt = rd.entries[rd.n_entries - 1].term;
+    raft_ready_advance(r, &rd);
+    raft_persisted(r, li, lt);
+    raft_ready_get(r, &rd);
+    CU_ASSERT_TRUE(rd.n_committed >= 10);
+    raft_ready_advance(r, &rd);
+    uint8_t *d = calloc(1, 100);
+    CU_ASSERT_EQUAL(raft_propose(r, d, 100), RAFT_OK);
+    raft_free(r);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -916,6 +1071,9 @@ int main(void)
     CU_add_test(s, "learner promoted while behind", test_learner_promoted_behind);
     CU_add_test(s, "leadership transfer, forwarded proposals and reads",
                 test_transfer_and_forwarding);
+    CU_add_test(s, "read index: one heartbeat round for a batch of reads", test_read_index_batch);
+    CU_add_test(s, "flow control: in-flight window by count and bytes", test_inflight_window);
+    CU_add_test(s, "proposals refused over max_uncommitted_bytes", test_uncommitted_limit);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failed = CU_get_number_of_failures();

@@ -1,0 +1,116 @@
+/*
+ * watch.h -- etcd's Watch service: the watch actor (actors/watch_actor.c) and
+ * its net-loop half (actors/watch_service.c).
+ *
+ *   apply --MSG_WATCH_EVENTS--> watch actor --MSG_WATCH_OUT--> net loop --> stream
+ *   net loop --MSG_WATCH_REQ--> watch actor
+ *
+ * The watcher registry itself (the "hub") is a pure core: no thread, no
+ * clock, no mailbox. It reads history from the store and hands finished
+ * output to a post callback. The actor drives it; unit tests drive it
+ * directly (tests/unit/test_watch.c).
+ */
+#ifndef CETCD_ACTORS_WATCH_H
+#define CETCD_ACTORS_WATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "msg/msgs.h"
+#include "store/mvcc.h"
+
+struct server;
+
+/* --- limits ----------------------------------------------------------------
+ * A stream whose unsent output (posted to its loop and not yet taken, plus
+ * what the loop could not hand to the socket) exceeds HIGH gets no more
+ * live events: its watchers move to the unsynced group. They are fed from
+ * history again once it is below LOW. */
+#define WATCH_STREAM_HIGH_BYTES (256 * 1024)
+#define WATCH_STREAM_LOW_BYTES (64 * 1024)
+/* Records examined per catch-up chunk (store/mvcc_history.h). */
+#define WATCH_CATCHUP_EVENTS 1024
+/* Slots of the watch actor's mailbox. */
+#define WATCH_MAILBOX_SLOTS 1024
+
+/* --- the hub: the registry and the fan-out --------------------------------- */
+
+typedef struct watch_hub watch_hub;
+
+typedef struct watch_hub_env {
+  mvcc *store;
+  uint64_t cluster_id, member_id;
+  _Atomic uint64_t *term;     /* raft term for headers (may be NULL: 0) */
+  size_t max_request_bytes;   /* fragment size for fragment=true watchers */
+  /* Takes ownership of m; returns 0, or -1 when it could not be delivered
+   * (then it frees m, and releases m->fb). */
+  int (*post)(void *arg, msg_watch_out *m);
+  void *post_arg;
+  _Atomic uint32_t *count;    /* watchers registered, for apply (may be NULL) */
+} watch_hub_env;
+
+/* cur_rev: the store revision whose events are already applied (the hub
+ * expects MSG_WATCH_EVENTS from cur_rev + 1 on). */
+watch_hub *watch_hub_new(const watch_hub_env *env, int64_t cur_rev);
+void watch_hub_free(watch_hub *h);
+
+/* A request from a stream (takes nothing: m stays the caller's). */
+void watch_hub_request(watch_hub *h, const msg_watch_req *m);
+/* An applied batch (m stays the caller's). */
+void watch_hub_events(watch_hub *h, const msg_watch_events *m);
+/* Events up to `rev` may have been lost (a dropped batch): synced watchers
+ * catch up from history. */
+void watch_hub_gap(watch_hub *h, int64_t rev);
+/* One bounded chunk of catch-up for unsynced watchers whose streams have
+ * room. Returns true if it did something (call again soon). */
+bool watch_hub_catch_up(watch_hub *h);
+/* Periodic: probes stalled streams for their backlog. */
+void watch_hub_tick(watch_hub *h);
+/* Progress notifications (etcd: every --experimental-watch-progress-
+ * notify-interval) for synced watchers with progress_notify that got no
+ * event since the last call. */
+void watch_hub_progress_notify(watch_hub *h);
+/* True while some unsynced watcher waits for a stream to drain. */
+bool watch_hub_waiting(const watch_hub *h);
+
+typedef struct watch_hub_stats {
+  uint64_t watchers, synced, unsynced, streams;
+  uint64_t stalls;        /* streams moved to catch-up for being slow */
+  uint64_t gaps;          /* batches lost or omitted that synced watchers needed */
+  uint64_t catchup_chunks;
+  int64_t cur_rev;
+} watch_hub_stats;
+void watch_hub_get_stats(const watch_hub *h, watch_hub_stats *st);
+
+/* Batch helpers (apply side and catch-up). */
+int watch_batch_add(watch_batch *b, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev);
+void watch_batch_reset(watch_batch *b);
+void watch_batch_free(watch_batch *b);
+/* Releases one reference of fb (frees it at zero). */
+void watch_feedback_release(watch_feedback *fb);
+void watch_out_free(msg_watch_out *m);
+
+/* --- the actor -------------------------------------------------------------- */
+
+/* Before apply starts: mailbox, hub at the store's current revision, and
+ * the apply side's collector. */
+int watch_actor_init(struct server *s);
+int watch_actor_start(struct server *s);
+/* Before net_server_stop: no more posts to the net loops after it. */
+void watch_actor_stop(struct server *s);
+/* After apply and net stopped: frees what is left. */
+void watch_actor_destroy(struct server *s);
+
+/* Apply thread: around each batch (mvcc_set_event_fn is pointed at
+ * watch_apply_event by watch_actor_init). */
+void watch_apply_begin(struct server *s);
+void watch_apply_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev_kv);
+void watch_apply_commit(struct server *s);
+
+/* --- the net side (actors/watch_service.c), on the loop threads ------------- */
+void watch_service_on_message(struct server *s, net_loop *loop, net_call call, const uint8_t *msg, size_t len);
+void watch_service_on_stream_end(struct server *s, net_loop *loop, net_call call, net_end_reason why);
+/* MSG_WATCH_OUT: sends, reports back, frees m. */
+void watch_service_on_post(struct server *s, net_loop *loop, msg_watch_out *m);
+
+#endif
