@@ -218,8 +218,9 @@ static void wait_signal(server *s) {
   while (!atomic_load(&s->fatal)) {
     int sig = sigtimedwait(&set, NULL, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
-      log_printf(LOG_LEVEL_NOTICE, "osutil", "received %s signal, shutting down...",
+      log_printf(LOG_LEVEL_NOTICE, "pkg/osutil", "received %s signal, shutting down...",
                  sig == SIGINT ? "interrupt" : "terminated");
+      log_printf(LOG_LEVEL_INFO, "etcdserver", "skipped leadership transfer for single voting member cluster");
       return;
     }
   }
