@@ -191,6 +191,31 @@ static void queue_read(kv_loop *kl, net_call call, const uint8_t *msg, size_t le
   kl->cur[kl->n_cur++] = (pending_read){call, copy, len};
 }
 
+/* etcd's space quota (etcdserver/quota.go): a write is refused when the store
+ * plus its estimated cost would reach --quota-backend-bytes. The cost of a
+ * put is its key and value plus a fixed per-key overhead; a txn costs its
+ * more expensive branch's direct puts. Deletes and reads are never refused.
+ * (etcd also raises a NOSPACE alarm that keeps writes refused until it is
+ * disarmed; alarms come with the Maintenance service.) */
+#define QUOTA_KV_OVERHEAD 256
+
+static int64_t cost_put(const Etcdserverpb__PutRequest *r) {
+  return QUOTA_KV_OVERHEAD + (int64_t)r->key.len + (int64_t)r->value.len;
+}
+
+static int64_t cost_branch(Etcdserverpb__RequestOp *const *ops, size_t n) {
+  int64_t c = 0;
+  for (size_t i = 0; i < n; i++)
+    if (ops[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) c += cost_put(ops[i]->request_put);
+  return c;
+}
+
+static int check_quota(kv_loop *kl, int64_t cost) {
+  int64_t quota = kl->s->opt.quota_bytes;
+  if (quota <= 0 || cost == 0) return 0;
+  return (int64_t)mvcc_db_size_bytes(kl->s->store) + cost < quota ? 0 : -CETCD_E_NO_SPACE;
+}
+
 /* Decodes and checks one request; returns 0 or a negative cetcd_err. */
 static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len, void **out) {
   ProtobufCAllocator *al = &kl->ar.pb;
@@ -202,7 +227,9 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
   }
   case M_PUT: {
     Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(al, len, msg);
-    return r ? kv_validate_put(r) : -CETCD_E_MALFORMED;
+    if (!r) return -CETCD_E_MALFORMED;
+    int err = kv_validate_put(r);
+    return err ? err : check_quota(kl, cost_put(r));
   }
   case M_DELETE_RANGE: {
     Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(al, len, msg);
@@ -210,7 +237,11 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
   }
   case M_TXN: {
     Etcdserverpb__TxnRequest *r = etcdserverpb__txn_request__unpack(al, len, msg);
-    return r ? kv_validate_txn(r, (int)kl->s->opt.max_txn_ops) : -CETCD_E_MALFORMED;
+    if (!r) return -CETCD_E_MALFORMED;
+    int err = kv_validate_txn(r, (int)kl->s->opt.max_txn_ops);
+    if (err) return err;
+    int64_t cs = cost_branch(r->success, r->n_success), cf = cost_branch(r->failure, r->n_failure);
+    return check_quota(kl, cs > cf ? cs : cf);
   }
   case M_COMPACT: {
     Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(al, len, msg);

@@ -118,6 +118,12 @@ static void log_member_start(const server *s, const cetcd_config *cfg) {
   }
 }
 
+/* etcd 3.4: 0 means the default quota (2 GiB), a negative value disables it. */
+static int64_t quota_bytes(int64_t flag) {
+  if (flag == 0) return (int64_t)2 << 30;
+  return flag < 0 ? 0 : flag;
+}
+
 static uint64_t mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -212,8 +218,9 @@ static void wait_signal(server *s) {
   while (!atomic_load(&s->fatal)) {
     int sig = sigtimedwait(&set, NULL, &tick);
     if (sig == SIGINT || sig == SIGTERM) {
-      log_printf(LOG_LEVEL_NOTICE, "osutil", "received %s signal, shutting down...",
+      log_printf(LOG_LEVEL_NOTICE, "pkg/osutil", "received %s signal, shutting down...",
                  sig == SIGINT ? "interrupt" : "terminated");
+      log_printf(LOG_LEVEL_INFO, "etcdserver", "skipped leadership transfer for single voting member cluster");
       return;
     }
   }
@@ -251,6 +258,7 @@ int main(int argc, char **argv, char **envp) {
                          .data_dir = cfg.data_dir,
                          .max_request_bytes = cfg.max_request_bytes,
                          .max_txn_ops = cfg.max_txn_ops,
+                         .quota_bytes = quota_bytes(cfg.quota_backend_bytes),
                          .snapshot_count = cfg.snapshot_count,
                          .heartbeat_ms = cfg.heartbeat_interval_ms,
                          .election_ms = cfg.election_timeout_ms,

@@ -42,6 +42,7 @@ typedef struct raft_actor {
   uint64_t compacted;       /* raft_compact'ed up to here */
   uint64_t wal_released;    /* snapshot marker written up to here */
   raft_snapshot_meta synced; /* LevelDB durable up to synced.index (apply said) */
+  raft_hard_state last_hs;  /* last hard state handed to the WAL */
 } raft_actor;
 
 static uint64_t mono_ms(void) {
@@ -170,6 +171,10 @@ static void send_wal_batch(raft_actor *a, const raft_ready *rd) {
   }
   b->hdr.kind = MSG_WAL_BATCH;
   b->last_index = b->last_term = b->release_before = 0;
+  b->sync = rd->n_entries > 0 || marker > 0 ||
+            (rd->hard_state_changed &&
+             (rd->hard_state.term != a->last_hs.term || rd->hard_state.vote != a->last_hs.vote));
+  if (rd->hard_state_changed) a->last_hs = rd->hard_state;
   uint8_t *p = b->buf;
   for (size_t i = 0; i < rd->n_entries; i++) {
     const raft_entry *e = &rd->entries[i];
@@ -309,6 +314,7 @@ int raft_actor_start(server *s) {
   cfg.max_committed_bytes_per_ready = 64u << 20;
   a->compacted = s->boot.snap.index;
   a->wal_released = s->boot.snap.index;
+  a->last_hs = s->boot.hs;
   int rc = raft_new(&cfg, &s->boot, &a->r);
   free(s->boot.entries); /* the structs were copied; the data now belongs to the core */
   s->boot.entries = NULL;

@@ -42,6 +42,7 @@ typedef struct server_opts {
   uint64_t cluster_id;
   uint64_t max_request_bytes;
   uint32_t max_txn_ops;
+  int64_t quota_bytes;      /* writes refused past this store size; <= 0: no limit */
   uint64_t snapshot_count;  /* applied entries between store syncs + WAL releases */
   uint32_t heartbeat_ms;
   uint32_t election_ms;

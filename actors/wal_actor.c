@@ -9,7 +9,9 @@
  *   Batching: takes every batch waiting in the mailbox, appends all their
  *             records, then ONE wal_sync (one write + one fdatasync). While it
  *             syncs, the raft actor keeps building the next batch: that is
- *             where group commit comes from.
+ *             where group commit comes from. Batches that need no sync (a
+ *             commit-index-only hard state) stay buffered until the next one
+ *             that does: no fsync, no notice.
  *   Failure:  an I/O error is fatal (etcd exits too): the durable notice
  *             carries the error and the raft actor stops the server.
  *
@@ -189,15 +191,18 @@ static void *wal_actor_main(void *arg) {
       continue;
     }
     int rc = 0;
+    bool sync = false;
     uint64_t idx = 0, term = 0, release = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
       rc = wal_append_batch(s->wal, batch[i]);
+      sync |= batch[i]->sync;
       if (batch[i]->last_index) idx = batch[i]->last_index, term = batch[i]->last_term;
       if (batch[i]->release_before) release = batch[i]->release_before;
     }
+    for (size_t i = 0; i < n; i++) free(batch[i]);
+    if (rc == 0 && !sync) continue; /* buffered: goes out with the next sync */
     if (rc == 0) rc = wal_sync(s->wal);
     if (rc == 0 && release) (void)wal_release(s->wal, release);
-    for (size_t i = 0; i < n; i++) free(batch[i]);
     msg_wal_durable *d = malloc(sizeof(*d));
     if (!d) {
       server_fatal(s, "wal: out of memory", -ENOMEM);

@@ -28,8 +28,14 @@ struct server;
  * history again once it is below LOW. */
 #define WATCH_STREAM_HIGH_BYTES (256 * 1024)
 #define WATCH_STREAM_LOW_BYTES (64 * 1024)
-/* Records examined per catch-up chunk (store/mvcc_history.h). */
+/* Records examined per catch-up chunk (store/mvcc_history.h), and bytes
+ * read: WATCH_CATCHUP_BYTES shared by the watchers the chunk is for (each
+ * gets its own copy of what matches), at least WATCH_CATCHUP_BYTES_MIN. So
+ * one chunk's output stays around a MiB, and a response stays far below a
+ * client's default 4 MiB receive limit. */
 #define WATCH_CATCHUP_EVENTS 1024
+#define WATCH_CATCHUP_BYTES (1024 * 1024)
+#define WATCH_CATCHUP_BYTES_MIN (16 * 1024)
 /* Slots of the watch actor's mailbox. */
 #define WATCH_MAILBOX_SLOTS 1024
 

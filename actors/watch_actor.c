@@ -27,7 +27,8 @@
  *             get, and catch up from history once it is below
  *             WATCH_STREAM_LOW_BYTES. History that gets compacted meanwhile
  *             cancels them with compact_revision, as etcd does.
- *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records, one chunk per
+ *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records (and about
+ *             WATCH_CATCHUP_BYTES of output in all), one chunk per
  *             loop turn between mailbox drains, so synced watchers keep
  *             flowing while unsynced ones read history (etcd's
  *             syncWatchersLoop, without its 100 ms sleep).
@@ -910,12 +911,15 @@ bool watch_hub_catch_up(watch_hub *h) {
   if (!h->unsynced.n) return false;
   int64_t from;
   bool prev;
-  if (!pick_eligible(h, &from, &prev)) return false;
+  size_t n = pick_eligible(h, &from, &prev);
+  if (!n) return false;
+  size_t max_bytes = WATCH_CATCHUP_BYTES / n;
+  if (max_bytes < WATCH_CATCHUP_BYTES_MIN) max_bytes = WATCH_CATCHUP_BYTES_MIN;
   int64_t next = from;
   if (from <= h->cur_rev) {
     mvcc_hist_query q = {.key = (const uint8_t *)"", .key_len = 0, .range_end = (const uint8_t *)"",
                          .range_end_len = 1, .from_rev = from, .to_rev = h->cur_rev,
-                         .max_events = WATCH_CATCHUP_EVENTS, .prev_kv = prev};
+                         .max_events = WATCH_CATCHUP_EVENTS, .max_bytes = max_bytes, .prev_kv = prev};
     watch_batch_reset(&h->hist);
     int rc = mvcc_history_read(h->env.store, &q, hist_add, h, &next);
     if (rc == -CETCD_E_COMPACTED) {

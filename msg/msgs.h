@@ -28,6 +28,7 @@
 #define CETCD_MSG_MSGS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -86,6 +87,10 @@ typedef struct msg_wal_batch {
   uint64_t last_index;  /* highest entry index in the batch (0 = none) */
   uint64_t last_term;   /* its term */
   uint64_t release_before; /* nonzero: wal_release(release_before) after sync */
+  bool sync;            /* must be fdatasynced: entries, a term/vote change or a
+                         * snapshot marker. A hard state whose only change is
+                         * the commit index need not be (etcd's raft.MustSync):
+                         * it is written with the next batch that syncs. */
   size_t len;
   _Alignas(8) uint8_t buf[];
 } msg_wal_batch;

@@ -355,17 +355,25 @@ int64_t mvcc_current_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cur_r
 int64_t mvcc_compact_rev(const mvcc *m) { return atomic_load(&((mvcc *)m)->cmp_rev); }
 uint64_t mvcc_leveldb_writes(const mvcc *m) { return atomic_load(&((mvcc *)m)->nwrites); }
 
-uint64_t mvcc_db_size_bytes(const mvcc *m) { return atomic_load(&((mvcc *)m)->db_bytes); }
+/* Any thread: a reader (the quota check) refreshes a stale figure itself,
+ * so the size after the last commit does not stay stale until the next. */
+uint64_t mvcc_db_size_bytes(const mvcc *m) {
+  update_db_size((mvcc *)m, false);
+  return atomic_load(&((mvcc *)m)->db_bytes);
+}
 
 /* The size of the LevelDB directory (tables, log, manifest), like etcd's
- * bbolt file size. A directory scan, so at most every DB_SIZE_EVERY_MS. */
+ * bbolt file size. A directory scan, so at most every DB_SIZE_EVERY_MS
+ * (whichever thread gets there first does it; the others keep the old
+ * figure). */
 #define DB_SIZE_EVERY_MS 100
 static void update_db_size(mvcc *m, bool force) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-  if (!force && now_ms - m->db_bytes_ms < DB_SIZE_EVERY_MS) return;
-  m->db_bytes_ms = now_ms;
+  int64_t last = atomic_load(&m->db_bytes_ms);
+  if (!force && now_ms - last < DB_SIZE_EVERY_MS) return;
+  if (!atomic_compare_exchange_strong(&m->db_bytes_ms, &last, now_ms) && !force) return;
   DIR *d = opendir(m->dir);
   if (!d) return;
   uint64_t total = 0;

@@ -35,6 +35,7 @@ typedef struct hist_walk {
   mvcc_hist_fn fn;
   void *arg;
   size_t seen, max;
+  size_t bytes, max_bytes;
   int64_t last_rev;  /* revision of the last record examined */
   int64_t stop_rev;  /* first revision left for the next chunk (0: none) */
   arena ar;
@@ -42,11 +43,13 @@ typedef struct hist_walk {
 
 static bool hist_one(void *arg, int type, const Mvccpb__KeyValue *kv) {
   hist_walk *w = arg;
-  if (w->seen >= w->max && kv->mod_revision != w->last_rev) {
+  bool full = w->seen >= w->max || (w->max_bytes && w->bytes >= w->max_bytes);
+  if (full && kv->mod_revision != w->last_rev) {
     w->stop_rev = kv->mod_revision;
     return false;
   }
   w->seen++;
+  w->bytes += kv->key.len + kv->value.len;
   w->last_rev = kv->mod_revision;
   const mvcc_hist_query *q = w->q;
   if (!mvcc_history_in_range(kv->key.data, kv->key.len, q->key, q->key_len, q->range_end, q->range_end_len))
@@ -63,7 +66,8 @@ static bool hist_one(void *arg, int type, const Mvccpb__KeyValue *kv) {
 int mvcc_history_read(mvcc *m, const mvcc_hist_query *q, mvcc_hist_fn fn, void *arg, int64_t *next_rev) {
   int64_t cur = mvcc_current_rev(m);
   int64_t to = q->to_rev <= 0 || q->to_rev > cur ? cur : q->to_rev;
-  hist_walk w = {.m = m, .q = q, .fn = fn, .arg = arg, .max = q->max_events ? q->max_events : HIST_DEFAULT_EVENTS};
+  hist_walk w = {.m = m, .q = q, .fn = fn, .arg = arg, .max = q->max_events ? q->max_events : HIST_DEFAULT_EVENTS,
+                .max_bytes = q->max_bytes};
   arena_init(&w.ar, 4096);
   int64_t from = q->from_rev > 0 ? q->from_rev : 1;
   int rc = 0;

@@ -35,6 +35,8 @@ typedef struct mvcc_hist_query {
   size_t max_events; /* records examined per call (0 = 1024); the chunk
                       * always ends on a revision boundary, so one revision
                       * with more changes than this is read whole */
+  size_t max_bytes;  /* keys + values read per call (0 = no bound); also
+                      * ends the chunk on a revision boundary */
   bool prev_kv;      /* also read each event's previous KeyValue */
 } mvcc_hist_query;
 

@@ -49,7 +49,7 @@ struct mvcc {
   _Atomic int restoring;     /* a snapshot restore runs: readers stay out */
   size_t restore_n;          /* records added by mvcc_restore_add */
   _Atomic uint64_t db_bytes; /* size of the LevelDB directory, refreshed at commits */
-  int64_t db_bytes_ms;       /* when db_bytes was last computed (monotonic) */
+  _Atomic int64_t db_bytes_ms; /* when db_bytes was last computed (monotonic) */
   char *dir;
 
   /* Writer (apply thread) state. */
