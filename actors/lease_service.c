@@ -101,6 +101,13 @@ static void on_grant(lease_loop *ll, net_call call, const uint8_t *msg, size_t l
     reply_err(ll, call, -CETCD_E_MALFORMED);
     return;
   }
+  /* etcd's quotaLeaseServer: a grant costs leaseOverhead (64) bytes */
+  int64_t quota = ll->s->opt.quota_bytes;
+  if (quota > 0 && (int64_t)mvcc_db_size_bytes(ll->s->store) + 64 >= quota) {
+    etcdserverpb__lease_grant_request__free_unpacked(r, NULL);
+    reply_err(ll, call, -CETCD_E_NO_SPACE);
+    return;
+  }
   if (r->id == 0) r->id = next_lease_id();
   uint8_t buf[32]; /* two int64 varints */
   size_t n = etcdserverpb__lease_grant_request__pack(r, buf);
