@@ -7,7 +7,8 @@
  *              serializable reads, propose writes, batch linearizable reads
  *   raft       actors/raft_actor.c: the Raft core, ticks, ready handling
  *   wal        actors/wal_actor.c: append + one fdatasync per batch
- *   apply      actors/apply_actor.c: committed entries -> MVCC, replies
+ *   apply      actors/apply_actor.c: committed entries -> MVCC, replies;
+ *              the lease state (actors/lease_apply.c, see actors/lease.h)
  *   watch      actors/watch_actor.c: the watcher registry, event fan-out,
  *              catch-up from history (net side: actors/watch_service.c)
  *
