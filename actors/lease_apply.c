@@ -175,7 +175,10 @@ static int key_cmp(const void *a, const void *b) {
 static int delete_keys(lease_state *ls, lease *l, arena *a) {
   size_t n = l->n_keys;
   if (n == 0) return 0;
-  qsort(l->keys, n, sizeof(*l->keys), key_cmp);
+  /* a sorted copy: the lessor's array is in its own order (and indexed) */
+  lease_key *sorted = arena_memdup(a, l->keys, n * sizeof(*sorted));
+  if (!sorted) return -CETCD_E_NOMEM;
+  qsort(sorted, n, sizeof(*sorted), key_cmp);
   Etcdserverpb__RequestOp *ops = arena_alloc(a, n * sizeof(*ops));
   Etcdserverpb__DeleteRangeRequest *dels = arena_alloc(a, n * sizeof(*dels));
   Etcdserverpb__RequestOp **opp = arena_alloc(a, n * sizeof(*opp));
@@ -183,11 +186,11 @@ static int delete_keys(lease_state *ls, lease *l, arena *a) {
   if (!ops || !dels || !opp || !keys) return -CETCD_E_NOMEM;
   for (size_t i = 0; i < n; i++) {
     /* copies: the detach hook frees the lessor's key while the txn runs */
-    keys[i] = arena_alloc(a, l->keys[i].len ? l->keys[i].len : 1);
+    keys[i] = arena_alloc(a, sorted[i].len ? sorted[i].len : 1);
     if (!keys[i]) return -CETCD_E_NOMEM;
-    memcpy(keys[i], l->keys[i].key, l->keys[i].len);
+    memcpy(keys[i], sorted[i].key, sorted[i].len);
     etcdserverpb__delete_range_request__init(&dels[i]);
-    dels[i].key = (ProtobufCBinaryData){l->keys[i].len, keys[i]};
+    dels[i].key = (ProtobufCBinaryData){sorted[i].len, keys[i]};
     etcdserverpb__request_op__init(&ops[i]);
     ops[i].request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
     ops[i].request_delete_range = &dels[i];
@@ -253,10 +256,16 @@ static uint8_t *time_to_live(lease_state *ls, const msg_lease_query *q, size_t *
   r.grantedttl = l->ttl;
   ProtobufCBinaryData *keys = NULL;
   if (q->keys && l->n_keys) {
-    qsort(l->keys, l->n_keys, sizeof(*l->keys), key_cmp);
+    lease_key *sorted = malloc(l->n_keys * sizeof(*sorted));
     keys = malloc(l->n_keys * sizeof(*keys));
-    if (!keys) return NULL;
-    for (uint32_t i = 0; i < l->n_keys; i++) keys[i] = (ProtobufCBinaryData){l->keys[i].len, l->keys[i].key};
+    if (!keys || !sorted) {
+      free(keys), free(sorted);
+      return NULL;
+    }
+    memcpy(sorted, l->keys, l->n_keys * sizeof(*sorted));
+    qsort(sorted, l->n_keys, sizeof(*sorted), key_cmp); /* etcd: map order; sorted is one of those */
+    for (uint32_t i = 0; i < l->n_keys; i++) keys[i] = (ProtobufCBinaryData){sorted[i].len, sorted[i].key};
+    free(sorted);
     r.n_keys = l->n_keys;
     r.keys = keys;
   }

@@ -46,6 +46,7 @@ lessor *lessor_new(int64_t min_ttl) {
 static void lease_free(lease *ls) {
   for (uint32_t i = 0; i < ls->n_keys; i++) free(ls->keys[i].key);
   free(ls->keys);
+  free(ls->kidx);
   free(ls);
 }
 
@@ -229,7 +230,52 @@ size_t lessor_pop_expired(lessor *l, uint64_t now_ms, int64_t *out, size_t limit
 
 uint64_t lessor_next_expiry(const lessor *l) { return l->n ? l->heap[0]->expiry_ms : LESSOR_FOREVER; }
 
-/* --- keys ---------------------------------------------------------------- */
+/* --- keys ----------------------------------------------------------------
+ * A lease's keys are an unordered array; detach swaps the last key into the
+ * hole. Past LESSOR_KIDX_MIN keys a per-lease hash index (linear probing,
+ * backward-shift deletion) finds a key's position, so attaching and
+ * detaching stay O(1) however many keys share the lease. */
+
+static uint64_t key_hash(const uint8_t *k, size_t len) {
+  uint64_t h = 0xcbf29ce484222325ull; /* FNV-1a */
+  for (size_t i = 0; i < len; i++) h = (h ^ k[i]) * 0x100000001b3ull;
+  return h;
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static uint32_t kidx_find(const lease *ls, const uint8_t *key, size_t len) {
+  uint32_t mask = ls->kidx_cap - 1;
+  uint32_t i = (uint32_t)key_hash(key, len) & mask;
+  for (; ls->kidx[i]; i = (i + 1) & mask) {
+    const lease_key *k = &ls->keys[ls->kidx[i] - 1];
+    if (k->len == len && memcmp(k->key, key, len) == 0) break;
+  }
+  return i;
+}
+
+static int kidx_rebuild(lease *ls, uint32_t cap) {
+  uint32_t *v = calloc(cap, sizeof(*v));
+  if (!v) return -CETCD_E_NOMEM;
+  free(ls->kidx);
+  ls->kidx = v;
+  ls->kidx_cap = cap;
+  for (uint32_t p = 0; p < ls->n_keys; p++) ls->kidx[kidx_find(ls, ls->keys[p].key, ls->keys[p].len)] = p + 1;
+  return 0;
+}
+
+static void kidx_delete(lease *ls, uint32_t i) {
+  uint32_t mask = ls->kidx_cap - 1;
+  ls->kidx[i] = 0;
+  for (uint32_t j = (i + 1) & mask; ls->kidx[j]; j = (j + 1) & mask) {
+    const lease_key *k = &ls->keys[ls->kidx[j] - 1];
+    uint32_t home = (uint32_t)key_hash(k->key, k->len) & mask;
+    bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    ls->kidx[i] = ls->kidx[j];
+    ls->kidx[j] = 0;
+    i = j;
+  }
+}
 
 int lessor_attach(lessor *l, int64_t id, const uint8_t *key, size_t len) {
   lease *ls = lessor_lookup(l, id);
@@ -245,18 +291,43 @@ int lessor_attach(lessor *l, int64_t id, const uint8_t *key, size_t len) {
   if (!copy) return -CETCD_E_NOMEM;
   memcpy(copy, key, len);
   ls->keys[ls->n_keys++] = (lease_key){(uint32_t)len, copy};
+  if (ls->kidx && ls->n_keys * 2 <= ls->kidx_cap) {
+    ls->kidx[kidx_find(ls, copy, len)] = ls->n_keys;
+  } else if (ls->n_keys > LESSOR_KIDX_MIN) {
+    uint32_t cap = 64;
+    while (cap < ls->n_keys * 4) cap *= 2;
+    if (kidx_rebuild(ls, cap) < 0) { /* keep working without the index */
+      free(ls->kidx);
+      ls->kidx = NULL;
+      ls->kidx_cap = 0;
+    }
+  }
   return 0;
+}
+
+static uint32_t key_pos(const lease *ls, const uint8_t *key, size_t len) {
+  if (ls->kidx) {
+    uint32_t p = ls->kidx[kidx_find(ls, key, len)];
+    return p ? p - 1 : UINT32_MAX;
+  }
+  for (uint32_t i = 0; i < ls->n_keys; i++)
+    if (ls->keys[i].len == len && memcmp(ls->keys[i].key, key, len) == 0) return i;
+  return UINT32_MAX;
 }
 
 void lessor_detach(lessor *l, int64_t id, const uint8_t *key, size_t len) {
   lease *ls = lessor_lookup(l, id);
   if (!ls) return;
-  for (uint32_t i = 0; i < ls->n_keys; i++) {
-    if (ls->keys[i].len != len || memcmp(ls->keys[i].key, key, len) != 0) continue;
-    free(ls->keys[i].key);
-    ls->keys[i] = ls->keys[--ls->n_keys];
-    return;
+  uint32_t p = key_pos(ls, key, len);
+  if (p == UINT32_MAX) return;
+  uint32_t last = ls->n_keys - 1;
+  if (ls->kidx) {
+    kidx_delete(ls, kidx_find(ls, key, len));
+    if (p != last) ls->kidx[kidx_find(ls, ls->keys[last].key, ls->keys[last].len)] = p + 1;
   }
+  free(ls->keys[p].key);
+  ls->keys[p] = ls->keys[last];
+  ls->n_keys--;
 }
 
 /* --- listing ------------------------------------------------------------- */

@@ -53,8 +53,14 @@ typedef struct lease {
   uint64_t expiry_ms; /* LESSOR_FOREVER while not primary */
   uint32_t heap_at;   /* slot in the expiry heap */
   uint32_t n_keys, cap_keys;
-  lease_key *keys;    /* attached keys, in attach order (detach is O(keys)) */
+  lease_key *keys;    /* attached keys, unordered (detach swaps the last in) */
+  uint32_t *kidx;     /* past LESSOR_KIDX_MIN keys: open-addressing index
+                       * key -> position + 1 in keys (0 = empty), so detach
+                       * stays O(1) for a lease shared by many keys */
+  uint32_t kidx_cap;  /* slots, a power of two, at least 2 * n_keys */
 } lease;
+
+#define LESSOR_KIDX_MIN 16
 
 lessor *lessor_new(int64_t min_ttl);
 void lessor_free(lessor *l);

@@ -178,6 +178,46 @@ static void test_keys_and_list_order(void) {
   lessor_free(l);
 }
 
+/* Many keys on one lease (past the per-lease index threshold), attached and
+ * detached at random against a model: the lease holds exactly the model's
+ * keys, and detaching an absent key changes nothing. */
+static void test_many_keys_against_model(void) {
+  enum { K = 3000 };
+  static bool in[K];
+  memset(in, 0, sizeof(in));
+  lessor *l = lessor_new(1);
+  lessor_grant(l, 5, 10, 0, NULL);
+  int errors = 0;
+  for (int step = 0; step < 40000; step++) {
+    unsigned k = (unsigned)(rnd() % K);
+    char key[16];
+    int n = snprintf(key, sizeof(key), "key-%u", k);
+    if (rnd() % 3 && !in[k]) {
+      if (lessor_attach(l, 5, (const uint8_t *)key, (size_t)n) != 0) errors++;
+      in[k] = true;
+    } else {
+      lessor_detach(l, 5, (const uint8_t *)key, (size_t)n);
+      in[k] = false;
+    }
+  }
+  lease *ls = lessor_lookup(l, 5);
+  size_t want = 0;
+  for (int k = 0; k < K; k++) want += in[k];
+  CU_ASSERT_EQUAL(ls->n_keys, want);
+  CU_ASSERT(ls->kidx != NULL);
+  static bool seen[K];
+  memset(seen, 0, sizeof(seen));
+  for (uint32_t i = 0; i < ls->n_keys; i++) {
+    char buf[16] = "";
+    memcpy(buf, ls->keys[i].key, ls->keys[i].len < 15 ? ls->keys[i].len : 15);
+    unsigned k = (unsigned)atoi(buf + 4); /* keys are not NUL-terminated */
+    if (k >= K || !in[k] || seen[k]) errors++;
+    else seen[k] = true;
+  }
+  CU_ASSERT_EQUAL(errors, 0);
+  lessor_free(l);
+}
+
 /* ===== the apply side on a real store ========================================= */
 
 static server S;
@@ -186,6 +226,7 @@ static arena A;
 static uint64_t ci = 1;
 static int n_deletes;
 static int64_t delete_rev[8];
+static int64_t delete_rev_min = INT64_MAX, delete_rev_max;
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
   (void)sb, (void)flag, (void)ftw;
@@ -194,7 +235,11 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
 
 static void on_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev) {
   (void)arg, (void)prev;
-  if (type == MVCCPB__EVENT__EVENT_TYPE__DELETE && n_deletes < 8) delete_rev[n_deletes++] = kv->mod_revision;
+  if (type != MVCCPB__EVENT__EVENT_TYPE__DELETE) return;
+  if (n_deletes < 8) delete_rev[n_deletes] = kv->mod_revision;
+  n_deletes++;
+  if (kv->mod_revision < delete_rev_min) delete_rev_min = kv->mod_revision;
+  if (kv->mod_revision > delete_rev_max) delete_rev_max = kv->mod_revision;
 }
 
 static void store_open(void) {
@@ -324,6 +369,38 @@ static void test_revoke_one_revision(void) {
   server_done();
 }
 
+/* A lease shared by many keys (its key index in use), half of them
+ * re-put without the lease: the revoke deletes exactly the other half, in
+ * one revision. */
+static void test_revoke_many_keys(void) {
+  server_fresh();
+  lease_state *ls = lease_state_open(&S);
+  mvcc_batch_begin(S.store);
+  CU_ASSERT_EQUAL(grant(ls, 3, 100), 0);
+  char k[16];
+  for (int i = 0; i < 200; i++) {
+    snprintf(k, sizeof(k), "m%03d", i);
+    CU_ASSERT_EQUAL(put(k, 3), 0);
+  }
+  CU_ASSERT_EQUAL(mvcc_batch_commit(S.store, ci++), 0);
+  mvcc_batch_begin(S.store);
+  for (int i = 0; i < 200; i += 2) {
+    snprintf(k, sizeof(k), "m%03d", i);
+    CU_ASSERT_EQUAL(put(k, 0), 0);
+  }
+  CU_ASSERT_EQUAL(mvcc_batch_commit(S.store, ci++), 0);
+  int64_t rev = mvcc_current_rev(S.store);
+  n_deletes = 0, delete_rev_min = INT64_MAX, delete_rev_max = 0;
+  mvcc_batch_begin(S.store);
+  CU_ASSERT_EQUAL(revoke_lease(ls, 3), 0);
+  CU_ASSERT_EQUAL(mvcc_batch_commit(S.store, ci++), 0);
+  CU_ASSERT_EQUAL(n_deletes, 100);
+  CU_ASSERT(delete_rev_min == rev + 1 && delete_rev_max == rev + 1);
+  CU_ASSERT_EQUAL(mvcc_current_rev(S.store), rev + 1);
+  lease_state_close(ls);
+  server_done();
+}
+
 static void test_expiry_proposes_revoke(void) {
   server_fresh();
   lease_state *ls = lease_state_open(&S);
@@ -372,7 +449,9 @@ int main(void) {
   CU_add_test(s, "expiry heap against a model", test_heap_against_model);
   CU_add_test(s, "table growth and deletes", test_table_growth_and_deletes);
   CU_add_test(s, "keys and list order", test_keys_and_list_order);
+  CU_add_test(s, "many keys per lease against a model", test_many_keys_against_model);
   CU_add_test(s, "revoke: all keys in one revision, persisted", test_revoke_one_revision);
+  CU_add_test(s, "revoke: a lease shared by many keys", test_revoke_many_keys);
   CU_add_test(s, "expiry proposes a revoke (leader only)", test_expiry_proposes_revoke);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
