@@ -139,6 +139,8 @@ static void set_expiry(lessor *l, lease *ls, uint64_t expiry_ms) {
   else if (expiry_ms > old) sift_down(l, ls->heap_at);
 }
 
+static int by_expiry(const void *a, const void *b);
+
 static uint64_t expiry_after(uint64_t now_ms, uint64_t extend_ms, int64_t ttl) {
   return now_ms + extend_ms + (uint64_t)ttl * 1000u;
 }
@@ -205,9 +207,36 @@ int64_t lessor_remaining_s(lessor *l, int64_t id, uint64_t now_ms) {
   return (int64_t)((ls->expiry_ms - now_ms) / 1000u);
 }
 
+/* etcd's Promote: when many leases would expire together, push the later
+ * ones of each 1 s window out so that no more than 3/4 of the revoke rate
+ * falls due per second (pile-ups after a restart would otherwise eat the
+ * whole revoke budget). Same arithmetic as lessor.go, in ms. */
+static void spread_expiries(lessor *l, uint64_t now_ms) {
+  lease **v = malloc(l->n * sizeof(*v));
+  if (!v) return; /* the revoke rate limit still holds */
+  memcpy(v, l->heap, l->n * sizeof(*v));
+  qsort(v, l->n, sizeof(*v), by_expiry);
+  const double target = (3.0 * LESSOR_REVOKE_RATE) / 4.0;
+  double base = (double)(v[0]->expiry_ms - now_ms), next = base + 1000.0;
+  size_t expires = 0;
+  for (size_t i = 0; i < l->n; i++) {
+    double remaining = (double)(v[i]->expiry_ms - now_ms);
+    if (remaining > next) {
+      base = remaining, next = base + 1000.0, expires = 1;
+      continue;
+    }
+    if (++expires <= (size_t)target) continue;
+    double delay = 1000.0 * ((double)expires / target) - (remaining - base);
+    next = base + delay;
+    if (delay > 0) v[i]->expiry_ms += (uint64_t)delay;
+  }
+  free(v);
+}
+
 void lessor_promote(lessor *l, uint64_t now_ms, uint64_t extend_ms) {
   l->primary = true;
   for (size_t i = 0; i < l->n; i++) l->heap[i]->expiry_ms = expiry_after(now_ms, extend_ms, l->heap[i]->ttl);
+  if (l->n >= LESSOR_REVOKE_RATE) spread_expiries(l, now_ms);
   /* Floyd's bottom-up heapify: O(n) for the whole table. */
   for (size_t i = l->n / 2; i-- > 0;) sift_down(l, i);
 }

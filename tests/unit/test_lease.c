@@ -83,6 +83,27 @@ static void test_promote_renew_expire(void) {
   lessor_free(l);
 }
 
+/* etcd's Promote spreads a pile-up: 3000 leases of one TTL fall due at no
+ * more than 3/4 of the revoke rate per second, and none earlier than its TTL. */
+static void test_promote_spreads_pileup(void) {
+  lessor *l = lessor_new(1);
+  for (int64_t i = 1; i <= 3000; i++) lessor_grant(l, i, 10, 0, NULL);
+  lessor_promote(l, 1000, 0);
+  CU_ASSERT(lessor_check(l));
+  int per_s[64] = {0}, early = 0;
+  for (int64_t i = 1; i <= 3000; i++) {
+    uint64_t e = lessor_lookup(l, i)->expiry_ms;
+    if (e < 11000) early++;
+    if (e - 11000 < 64000) per_s[(e - 11000) / 1000]++;
+  }
+  CU_ASSERT_EQUAL(early, 0);
+  int worst = 0, total = 0;
+  for (int s = 0; s < 64; s++) total += per_s[s], worst = per_s[s] > worst ? per_s[s] : worst;
+  CU_ASSERT_EQUAL(total, 3000);
+  CU_ASSERT(worst <= 3 * LESSOR_REVOKE_RATE / 4 + 1);
+  lessor_free(l);
+}
+
 static uint64_t rng_state = 0x12345678;
 static uint64_t rnd(void) {
   rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
@@ -446,6 +467,7 @@ int main(void) {
   CU_pSuite s = CU_add_suite("lease", NULL, NULL);
   CU_add_test(s, "grant rules", test_grant_rules);
   CU_add_test(s, "promote, renew, expire", test_promote_renew_expire);
+  CU_add_test(s, "promote spreads a pile-up", test_promote_spreads_pileup);
   CU_add_test(s, "expiry heap against a model", test_heap_against_model);
   CU_add_test(s, "table growth and deletes", test_table_growth_and_deletes);
   CU_add_test(s, "keys and list order", test_keys_and_list_order);
