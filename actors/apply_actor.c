@@ -299,9 +299,10 @@ static bool apply_batch(apply_actor *a) {
     }
     if (a->applied != before) atomic_store(&s->applied_index, a->applied);
     watch_apply_commit(s); /* watch: the batch's events, before any reply leaves */
+    flush_replies(a);
     maybe_sync_store(a);
   }
-  flush_replies(a);
+  flush_replies(a); /* keepalive and lease query answers of a batch without entries */
   release_reads(a);
   int wait = lease_tick(a->lease);
   if (!began && !stop && a->n_reads == 0) mailbox_wait(&s->apply_mb, wait);

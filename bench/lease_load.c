@@ -20,7 +20,14 @@
  *   paced      every lease kept alive once per TTL/3 of a 30 s TTL, i.e.
  *              LEASES/10 keepalives/s, for SECONDS: the server's CPU share
  *              in a steady registry;
- *   revoke     all leases, pipelined like grant: revokes/s.
+ *   registry   a service registry on those leases: every lease gets a key
+ *              /services/s<i % 100>/<i> (pipelined puts), 10 watchers on
+ *              the /services/ prefix, then for SECONDS: the paced
+ *              keepalives, 50 prefix gets/s (one service, ~LEASES/100 keys)
+ *              and 100 re-registrations/s (puts with the lease, seen by
+ *              every watcher): server CPU share, and what came back;
+ *   revoke     all leases, pipelined like grant: revokes/s (deleting the
+ *              registry's keys).
  * Prints one "name value unit" line per figure.
  */
 #include <stdio.h>
@@ -124,6 +131,44 @@ static double run_unary(size_t n, int revoke) {
   return now_s() - t0;
 }
 
+/* --- registry ----------------------------------------------------------------- */
+
+static uint64_t gets_done, puts_done, watch_events;
+
+static void put_key(cc_conn *c, size_t i, cc_unary_cb cb) {
+  char key[48], val[64];
+  int kn = snprintf(key, sizeof(key), "/services/s%02zu/%zu", i % 100, i);
+  memset(val, 'v', sizeof(val));
+  Etcdserverpb__PutRequest q = ETCDSERVERPB__PUT_REQUEST__INIT;
+  q.key = (ProtobufCBinaryData){(size_t)kn, (uint8_t *)key};
+  q.value = (ProtobufCBinaryData){sizeof(val), (uint8_t *)val};
+  q.lease = ids[i];
+  cc_unary(c, CC_PATH_PUT, &q.base, cb, NULL);
+}
+
+static void on_put(void *ud, const cc_reply *r) {
+  (void)ud;
+  if (r->status) failed++;
+  puts_done++;
+}
+
+static void on_get(void *ud, const cc_reply *r) {
+  (void)ud;
+  if (r->status) failed++;
+  gets_done++;
+}
+
+static void watch_msg(void *ud, const uint8_t *data, size_t len) {
+  (void)ud;
+  Etcdserverpb__WatchResponse *w = etcdserverpb__watch_response__unpack(NULL, len, data);
+  if (w) watch_events += w->n_events, etcdserverpb__watch_response__free_unpacked(w, NULL);
+}
+
+static void watch_close(void *ud, const cc_reply *r) {
+  (void)ud;
+  if (r->status) fprintf(stderr, "watch closed: %d %s\n", r->status, r->message);
+}
+
 /* --- keepalive streams --------------------------------------------------------- */
 
 static int paced;
@@ -217,9 +262,58 @@ int main(int argc, char **argv) {
   printf("paced_keepalives_per_s %.0f\npaced_answered %llu\npaced_server_cpu_pct %.1f\n"
          "paced_cpu_ms_per_1000 %.2f\n", rate, (unsigned long long)answers, (c1 - c0) * 100 / el,
          (c1 - c0) * 1e6 / (double)(answers ? answers : 1));
+
+  /* registry */
+  failed = 0;
+  for (size_t i = 0; i < n_ids; i++) {
+    put_key(C[i % (size_t)n_conns], i, on_put);
+    if (i % window == window - 1)
+      while (puts_done < i + 1 - window / 2) cc_loop_run_once(L, 50);
+  }
+  while (puts_done < n_ids) cc_loop_run_once(L, 50);
+  cc_stream *ws[10];
+  for (int i = 0; i < 10; i++) {
+    ws[i] = cc_stream_open(C[i % n_conns], CC_PATH_WATCH, watch_msg, watch_close, NULL);
+    Etcdserverpb__WatchCreateRequest cr = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+    cr.key = (ProtobufCBinaryData){10, (uint8_t *)"/services/"};
+    cr.range_end = (ProtobufCBinaryData){10, (uint8_t *)"/services0"};
+    Etcdserverpb__WatchRequest wr = ETCDSERVERPB__WATCH_REQUEST__INIT;
+    wr.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+    wr.create_request = &cr;
+    cc_stream_send(ws[i], &wr.base);
+  }
+  for (int k = 0; k < 20; k++) cc_loop_run_once(L, 10);
+  answers = gets_done = puts_done = watch_events = 0;
+  double ksent = 0, gsent = 0, psent = 0;
+  t0 = now_s();
+  c0 = cpu_s(pid);
+  while ((el = now_s() - t0) < secs) {
+    for (; ksent < rate * el; ksent++) ka_send(&ks[(size_t)ksent % (size_t)n_streams]);
+    for (; gsent < 50 * el; gsent++) {
+      char from[24], to[24];
+      int n1 = snprintf(from, sizeof(from), "/services/s%02u/", (unsigned)gsent % 100);
+      int n2 = snprintf(to, sizeof(to), "/services/s%02u0", (unsigned)gsent % 100);
+      Etcdserverpb__RangeRequest q = ETCDSERVERPB__RANGE_REQUEST__INIT;
+      q.key = (ProtobufCBinaryData){(size_t)n1, (uint8_t *)from};
+      q.range_end = (ProtobufCBinaryData){(size_t)n2, (uint8_t *)to};
+      cc_unary(C[(size_t)gsent % (size_t)n_conns], CC_PATH_RANGE, &q.base, on_get, NULL);
+    }
+    for (; psent < 100 * el; psent++)
+      put_key(C[(size_t)psent % (size_t)n_conns], ((size_t)psent * 7919) % n_ids, on_put);
+    cc_loop_run_once(L, 5);
+  }
+  c1 = cpu_s(pid);
+  for (int k = 0; k < 50; k++) cc_loop_run_once(L, 10);
+  printf("registry_server_cpu_pct %.1f\nregistry_keepalives_answered_per_s %.0f\n"
+         "registry_prefix_gets_per_s %.0f\nregistry_puts_per_s %.0f\n"
+         "registry_watch_events_per_s %.0f\nregistry_failed %zu\n",
+         (c1 - c0) * 100 / el, (double)answers / el, (double)gets_done / el, (double)puts_done / el,
+         (double)watch_events / el, failed);
+  for (int i = 0; i < 10; i++) cc_stream_cancel(ws[i]);
   for (int i = 0; i < n_streams; i++)
     if (ks[i].st) cc_stream_close_send(ks[i].st);
   for (int k = 0; k < 20; k++) cc_loop_run_once(L, 10);
+  failed = 0;
 
   c0 = cpu_s(pid);
   t = run_unary(n_ids, 1);

@@ -172,6 +172,7 @@ typedef struct msg_lease_query {
   int keys;
   int64_t id;
 } msg_lease_query;
+
 /* --- watch --------------------------------------------------------------- */
 
 /* One change of an applied batch, as the watch actor needs it. Offsets are
