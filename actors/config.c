@@ -38,6 +38,7 @@ enum flag_kind {
   FK_UINT32,    /* uint32_t (Go UintVar; cetcd stores 32 bits) */
   FK_INT64,     /* int64_t */
   FK_BOOL,      /* bool */
+  FK_DURATION,  /* int64_t nanoseconds (Go DurationVar, time.ParseDuration) */
   FK_LOGGER,    /* char *, "capnslog" only */
   FK_LOGOUTS,   /* char *, flags.UniqueStringsValue, kept raw */
   FK_VERSION,   /* --version */
@@ -98,7 +99,7 @@ static const struct flag_def config_flags[] = {
     F("experimental-initial-corrupt-check", FK_BOOL, experimental_initial_corrupt_check),
     R("experimental-peer-skip-client-san-verification"),
     R("experimental-warning-apply-duration"),
-    R("experimental-watch-progress-notify-interval"),
+    F("experimental-watch-progress-notify-interval", FK_DURATION, experimental_watch_progress_notify_interval_ns),
     I("force"),
     R("force-new-cluster"),
     R("grpc-keepalive-interval"),
@@ -551,6 +552,48 @@ static const char *go_parse_bool(const char *s, bool *out)
   return "parse error";
 }
 
+/* Go's time.ParseDuration ("1h2m0.5s", "-1.5h", "300ms", "0"); flag's
+ * durationValue.Set answers any failure with errParse. */
+static const char *go_parse_duration(const char *s, int64_t *out)
+{
+  static const struct { const char *u; uint64_t ns; } units[] = {
+      {"ns", 1}, {"us", 1000}, {"\xc2\xb5s", 1000}, {"\xce\xbcs", 1000}, {"ms", 1000000},
+      {"s", 1000000000ULL}, {"m", 60000000000ULL}, {"h", 3600000000000ULL}};
+  bool neg = false;
+  if (*s == '-' || *s == '+') neg = *s++ == '-';
+  if (strcmp(s, "0") == 0) {
+    *out = 0;
+    return NULL;
+  }
+  if (!*s) return "parse error";
+  uint64_t total = 0;
+  while (*s) {
+    uint64_t v = 0, f = 0, scale = 1;
+    bool digits = false;
+    for (; *s >= '0' && *s <= '9'; s++, digits = true) {
+      if (v > (UINT64_MAX - 9) / 10) return "parse error";
+      v = v * 10 + (uint64_t)(*s - '0');
+    }
+    if (*s == '.') {
+      for (s++; *s >= '0' && *s <= '9'; s++, digits = true)
+        if (scale < 1000000000000000000ULL) f = f * 10 + (uint64_t)(*s - '0'), scale *= 10;
+    }
+    if (!digits) return "parse error";
+    size_t ul = strcspn(s, "0123456789.");
+    uint64_t unit = 0;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+      if (strlen(units[i].u) == ul && strncmp(s, units[i].u, ul) == 0) unit = units[i].ns;
+    if (!unit) return "parse error";
+    s += ul;
+    if (v > (uint64_t)INT64_MAX / unit) return "parse error";
+    uint64_t add = v * unit + (uint64_t)((double)f * (double)unit / (double)scale);
+    if (add > (uint64_t)INT64_MAX - total) return "parse error";
+    total += add;
+  }
+  *out = neg ? -(int64_t)total : (int64_t)total;
+  return NULL;
+}
+
 /* ---- one flag's value ------------------------------------------------------ */
 
 /* Sets flag f from v. Returns 0, or -1 with the error text Go's Value.Set
@@ -603,6 +646,9 @@ static int flag_set(struct pstate *st, const struct flag_def *f, const char *v, 
     break;
   case FK_BOOL:
     e = go_parse_bool(v, (bool *)field);
+    break;
+  case FK_DURATION:
+    e = go_parse_duration(v, (int64_t *)field);
     break;
   case FK_VERSION:
     e = go_parse_bool(v, &st->print_version);
@@ -1168,6 +1214,8 @@ void config_print_help(FILE *out)
       "Experimental feature:\n"
       "  --experimental-initial-corrupt-check 'false'\n"
       "    Compare this member's store with the others' before serving.\n"
+      "  --experimental-watch-progress-notify-interval '10m'\n"
+      "    Duration of periodical watch progress notification.\n"
       "\n"
       "Every flag can also come from the environment: --foo-bar from ETCD_FOO_BAR.\n"
       "A flag on the command line wins; giving both is an error.\n"

@@ -69,6 +69,7 @@ typedef struct cetcd_config {
   char *log_outputs;              /* "default" | "stderr" | "stdout" */
   int log_fd;                     /* 2, or 1 for --log-outputs=stdout */
   bool experimental_initial_corrupt_check; /* false */
+  int64_t experimental_watch_progress_notify_interval_ns; /* 0 (= etcd's 10m); Go duration */
   bool strict_reconfig_check;              /* true */
 } cetcd_config;
 

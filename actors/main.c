@@ -262,7 +262,8 @@ int main(int argc, char **argv, char **envp) {
                          .snapshot_count = cfg.snapshot_count,
                          .heartbeat_ms = cfg.heartbeat_interval_ms,
                          .election_ms = cfg.election_timeout_ms,
-                         .net_loops = 1};
+                         .net_loops = 1,
+                         .watch_progress_ns = cfg.experimental_watch_progress_notify_interval_ns};
   log_banner(&cfg);
   if (find_self(&cfg, &s->opt.member_id, &s->opt.cluster_id) < 0) return 1;
   char **listen = calloc(cfg.listen_client_urls.n, sizeof(char *));

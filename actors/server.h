@@ -48,6 +48,7 @@ typedef struct server_opts {
   uint32_t heartbeat_ms;
   uint32_t election_ms;
   uint32_t net_loops;
+  int64_t watch_progress_ns; /* --experimental-watch-progress-notify-interval; <= 0: 10m (watch) */
 } server_opts;
 
 typedef struct server {

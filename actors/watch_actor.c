@@ -1099,7 +1099,16 @@ int watch_actor_init(server *s) {
     return -ENOMEM;
   }
   a->s = s;
+  /* etcd v3rpc.NewWatchServer: a positive interval, at least 100 ms */
   a->progress_ms = 10 * 60 * 1000;
+  if (s->opt.watch_progress_ns > 0) {
+    a->progress_ms = (uint64_t)s->opt.watch_progress_ns / 1000000;
+    if (s->opt.watch_progress_ns < 100 * 1000000LL) {
+      log_printf(LOG_LEVEL_WARNING, "etcdserver/api/v3rpc",
+                 "adjusting watch progress notify interval to minimum period 100ms");
+      a->progress_ms = 100;
+    }
+  }
   s->watch = a;
   mvcc_set_event_fn(s->store, watch_apply_event, s);
   return 0;
