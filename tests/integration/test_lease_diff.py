@@ -21,7 +21,8 @@ Steps: grant (server-chosen and client-chosen IDs, the min-TTL rule, TTL too
 large, lease already exists), put --lease, --ignore-lease, detaching by a
 put without lease, get -w json, timetolive (--keys, -w json), list (expiry
 order), keep-alive --once and streaming, revoke (all keys in one revision,
-lease not found), expiry of a short lease, and a restart that keeps leases.
+lease not found), expiry of a short lease, a restart that keeps leases, and
+a kill -9 after which an acknowledged grant and its key are still there.
 """
 
 import concurrent.futures
@@ -184,6 +185,12 @@ STEPS = [
     ("ctl", ["lease", "keep-alive", "--once", "{L2}"]),
     ("ctl", ["lease", "revoke", "{L2}"]),
     ("ctl", ["get", "--prefix", "k", "-w", "json"]),
+    ("ctl", ["lease", "grant", "90"]),                       # L8
+    ("ctl", ["put", "--lease={L8}", "k8", "v8"]),
+    ("kill9",),                                              # acknowledged = durable
+    ("ctl", ["lease", "list"]),
+    ("ctl", ["lease", "timetolive", "--keys", "{L8}"], (87, 91)),
+    ("ctl", ["get", "k8", "-w", "json"]),
 ]
 
 
@@ -220,10 +227,13 @@ def main():
             if step[0] == "sleep":
                 time.sleep(step[1])
                 continue
-            if step[0] == "restart":
+            if step[0] in ("restart", "kill9"):
                 for s in sides:
                     dt.close_channel(s.srv.endpoint)
-                    s.srv.stop()
+                    if step[0] == "kill9":
+                        s.srv.kill9()
+                    else:
+                        s.srv.stop()
                 for s in sides:
                     s.srv.start()
                 continue
