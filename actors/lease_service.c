@@ -10,11 +10,13 @@
  *             KV writes do; MSG_LEASE_RENEW (every keepalive read in one loop
  *             turn, in one message) and MSG_LEASE_QUERY into s->apply_mb.
  *   Renewals: never touch the log (etcd: "renewals don't go through raft").
- *   Full:     the apply actor posts replies to the loops with a waiting
- *             net_post, so a loop must never wait on apply's mailbox (both
- *             could wait on each other): messages that do not fit stay in
- *             the loop's outbox and are retried at the end of every turn and
- *             on every tick, in order.
+ *   Full:     messages apply's mailbox has no room for wait in the loop's
+ *             outbox and are retried at the end of every turn and on every
+ *             tick, in order, so a busy apply thread does not stall the loop
+ *             (apply also posts to the loop). Past OUTBOX_MAX messages the
+ *             loop waits for room instead, as a KV write does on raft's
+ *             mailbox: it stops reading its sockets, and the clients feel
+ *             the back-pressure.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 #include "msg/errors.h"
 
 #define RENEW_BATCH_MAX 4096
+#define OUTBOX_MAX 256
 
 struct lease_loop {
   server *s;
@@ -78,6 +81,12 @@ static void reply_err(lease_loop *ll, net_call call, int err) {
 /* Queues msg for apply behind anything already waiting. */
 static int to_apply(lease_loop *ll, void *msg) {
   if (ll->n_out == 0 && mailbox_try_push(&ll->s->apply_mb, msg)) return 0;
+  if (ll->n_out >= OUTBOX_MAX) {
+    for (size_t i = 0; i < ll->n_out; i++) mailbox_push(&ll->s->apply_mb, ll->outbox[i]);
+    ll->n_out = 0;
+    mailbox_push(&ll->s->apply_mb, msg);
+    return 0;
+  }
   if (ll->n_out == ll->cap_out) {
     size_t cap = ll->cap_out ? ll->cap_out * 2 : 16;
     void **v = realloc(ll->outbox, cap * sizeof(*v));
