@@ -185,11 +185,19 @@ STEPS = [
     ("ctl", ["lease", "keep-alive", "--once", "{L2}"]),
     ("ctl", ["lease", "revoke", "{L2}"]),
     ("ctl", ["get", "--prefix", "k", "-w", "json"]),
-    ("ctl", ["lease", "grant", "90"]),                       # L8
-    ("ctl", ["put", "--lease={L8}", "k8", "v8"]),
+    ("ctl", ["lease", "grant", "0"]),                        # L8: min TTL
+    ("ctl", ["lease", "revoke", "{L8}"]),
+    ("ctl", ["lease", "grant", "abc"]),
+    ("ctl", ["lease", "timetolive", "xyz"]),
+    ("ctl", ["txn"], "\nput --lease={L4} tk1 tv1\nput tk2 tv2\n\n\n"),  # L4: ID 0x1234
+    ("ctl", ["get", "--prefix", "tk", "-w", "json"]),
+    ("ctl", ["lease", "timetolive", "--keys", "{L4}"], (0, 10)),
+    ("ctl", ["txn", "-w", "json"], "\nput --lease={L4} tk3 v\nget --prefix tk\n\n\n"),
+    ("ctl", ["lease", "grant", "90"]),                       # L9
+    ("ctl", ["put", "--lease={L9}", "k8", "v8"]),
     ("kill9",),                                              # acknowledged = durable
     ("ctl", ["lease", "list"]),
-    ("ctl", ["lease", "timetolive", "--keys", "{L8}"], (87, 91)),
+    ("ctl", ["lease", "timetolive", "--keys", "{L9}"], (87, 91)),
     ("ctl", ["get", "k8", "-w", "json"]),
 ]
 
@@ -197,9 +205,13 @@ STEPS = [
 def run_step(step, sides, pool):
     kind = step[0]
     if kind == "ctl":
-        futs = [pool.submit(dt.etcdctl, s.srv.endpoint,
-                            [a.format(**{"L%d" % (i + 1): s.name(i + 1) for i in range(len(s.ids))})
-                             for a in step[1]]) for s in sides]
+        def subst(text, s):
+            names = {"L%d" % (i + 1): s.name(i + 1) for i in range(len(s.ids))}
+            names.update({"L%dD" % (i + 1): str(v) for i, v in enumerate(s.ids)})
+            return text.format(**names)
+        stdin = step[2] if len(step) > 2 and isinstance(step[2], str) else ""
+        futs = [pool.submit(dt.etcdctl, s.srv.endpoint, [subst(a, s) for a in step[1]],
+                            subst(stdin, s)) for s in sides]
     elif kind == "grpc":
         pb = dt.rpc_pb2()
         futs = [pool.submit(grpc_lease, s.srv.endpoint, step[1], eval(step[2], {"pb": pb}))
