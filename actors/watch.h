@@ -36,6 +36,11 @@ struct server;
 #define WATCH_CATCHUP_EVENTS 1024
 #define WATCH_CATCHUP_BYTES (1024 * 1024)
 #define WATCH_CATCHUP_BYTES_MIN (16 * 1024)
+/* MSG_WATCH_OUTs posted to one net loop and not handled yet, at most: the
+ * watch actor never waits on a loop's mailbox (net_post would), since that
+ * loop may itself be waiting for room in the watch mailbox. A stream whose
+ * loop is that far behind keeps its records and counts as slow. */
+#define WATCH_LOOP_MAX_MSGS 16384
 /* Slots of the watch actor's mailbox. */
 #define WATCH_MAILBOX_SLOTS 1024
 
@@ -53,6 +58,9 @@ typedef struct watch_hub_env {
   int (*post)(void *arg, msg_watch_out *m);
   void *post_arg;
   _Atomic uint32_t *count;    /* watchers registered, for apply (may be NULL) */
+  uint32_t n_loops;           /* net loops (call.loop < n_loops) */
+  _Atomic uint64_t *loop_handled; /* [n_loops]: MSG_WATCH_OUTs each loop handled
+                               * (NULL: no per-loop bound, e.g. unit tests) */
 } watch_hub_env;
 
 /* cur_rev: the store revision whose events are already applied (the hub

@@ -214,6 +214,8 @@ struct watch_hub {
   watcher *touched_w;
   wstream *touched_s;
   watch_batch hist;     /* catch-up chunk */
+  uint64_t *loop_posted; /* [env.n_loops]: MSG_WATCH_OUTs posted per loop */
+  bool deferred;        /* some stream holds records its loop had no room for */
   int64_t hdr_rev;      /* header cache */
   uint8_t hdr[64];
   size_t hdr_len;
@@ -458,9 +460,17 @@ static void w_move(watch_hub *h, watcher *w, bool synced) {
 
 /* ===== output ============================================================== */
 
+/* Bytes the stream has not taken: posted and not handled, handled and not
+ * written to the socket, and records not posted yet. */
 static uint64_t stream_backlog(const wstream *st) {
   uint64_t delivered = atomic_load(&st->fb->delivered);
-  return (st->posted - delivered) + atomic_load(&st->fb->pending);
+  return (st->posted - delivered) + atomic_load(&st->fb->pending) + st->out_len;
+}
+
+static bool loop_congested(const watch_hub *h, uint32_t loop) {
+  if (!h->env.loop_handled || loop >= h->env.n_loops) return false;
+  uint64_t posted = h->loop_posted[loop], handled = atomic_load(&h->env.loop_handled[loop]);
+  return posted > handled && posted - handled >= WATCH_LOOP_MAX_MSGS;
 }
 
 /* Room for one record of len bytes; returns where its bytes go, or NULL. */
@@ -483,12 +493,22 @@ static uint8_t *out_record(wstream *st, size_t len) {
   return r;
 }
 
+/* Posts the stream's records. When its loop is congested (or memory is
+ * short) they stay in st->out, count as backlog, and watch_hub_tick retries. */
 static void stream_post(watch_hub *h, wstream *st, bool probe) {
   if (!st->out_len && !probe) return;
+  if (loop_congested(h, st->call.loop)) {
+    h->deferred = true;
+    return;
+  }
   msg_watch_out *m = malloc(sizeof(*m));
-  if (!m) return; /* the records stay queued for the next post */
+  if (!m) return;
   atomic_fetch_add(&st->fb->refs, 1);
   *m = (msg_watch_out){.hdr = {MSG_WATCH_OUT}, .call = st->call, .fb = st->fb, .buf = st->out, .len = st->out_len};
+  if (h->env.loop_handled && st->call.loop < h->env.n_loops) {
+    m->loop_handled = &h->env.loop_handled[st->call.loop];
+    h->loop_posted[st->call.loop]++;
+  }
   st->posted += st->out_len;
   if (probe) st->probes_sent++;
   st->out = NULL, st->out_len = st->out_cap = 0;
@@ -647,7 +667,7 @@ static void flush_streams(watch_hub *h, int64_t stall_from) {
   for (wstream *st = h->touched_s, *nx; st; st = nx) {
     nx = st->tnext;
     st->touched = false;
-    if (stall_from && stream_backlog(st) + st->out_len > WATCH_STREAM_HIGH_BYTES) stream_stall(h, st, stall_from);
+    if (stall_from && stream_backlog(st) > WATCH_STREAM_HIGH_BYTES) stream_stall(h, st, stall_from);
     else stream_post(h, st, false);
   }
   h->touched_s = NULL;
@@ -940,16 +960,19 @@ bool watch_hub_catch_up(watch_hub *h) {
   return true;
 }
 
-bool watch_hub_waiting(const watch_hub *h) { return h->unsynced.n > 0; }
+bool watch_hub_waiting(const watch_hub *h) { return h->unsynced.n > 0 || h->deferred; }
 
 void watch_hub_tick(watch_hub *h) {
-  if (!h->unsynced.n) return;
+  if (!h->unsynced.n && !h->deferred) return;
+  h->deferred = false;
   /* A stream whose backlog kept its watchers back learns its loop's view
    * only when a message reaches the loop: send an empty one when none is
    * on its way. */
   for (size_t i = 0; i < h->streams.cap; i++) {
     wstream *st = h->streams.v[i];
     if (!st) continue;
+    if (st->out_len) stream_post(h, st, false); /* records its loop had no room for */
+    if (st->out_len) h->deferred = true;
     bool idle = st->posted == atomic_load(&st->fb->delivered) &&
                 st->probes_sent == atomic_load(&st->fb->probes_done);
     if (idle && stream_backlog(st) >= WATCH_STREAM_LOW_BYTES) stream_post(h, st, true);
@@ -985,6 +1008,13 @@ watch_hub *watch_hub_new(const watch_hub_env *env, int64_t cur_rev) {
   if (!h) return NULL;
   h->env = *env;
   h->cur_rev = cur_rev;
+  if (env->loop_handled) {
+    h->loop_posted = calloc(env->n_loops ? env->n_loops : 1, sizeof(*h->loop_posted));
+    if (!h->loop_posted) {
+      free(h);
+      return NULL;
+    }
+  }
   h->hdr_rev = -1;
   return h;
 }
@@ -1000,6 +1030,7 @@ void watch_hub_free(watch_hub *h) {
   group_free(&h->synced);
   group_free(&h->unsynced);
   watch_batch_free(&h->hist);
+  free(h->loop_posted);
   free(h);
 }
 
@@ -1008,6 +1039,7 @@ void watch_hub_free(watch_hub *h) {
 typedef struct watch_actor {
   server *s;
   watch_hub *hub;
+  _Atomic uint64_t *loop_handled; /* [net loops], incremented by the loops */
   uint64_t progress_ms;   /* progress-notify interval (etcd 3.4 default 10 min) */
   /* apply thread only */
   bool collect, col_failed;
@@ -1088,13 +1120,17 @@ int watch_actor_init(server *s) {
     free(a);
     return rc;
   }
+  uint32_t n_loops = s->opt.net_loops ? s->opt.net_loops : 1;
+  a->loop_handled = calloc(n_loops, sizeof(*a->loop_handled));
   watch_hub_env env = {.store = s->store, .cluster_id = s->cluster_id, .member_id = s->member_id,
                        .term = &s->term, .max_request_bytes = s->opt.max_request_bytes,
-                       .post = post_to_net, .post_arg = s, .count = &s->watch_count};
+                       .post = post_to_net, .post_arg = s, .count = &s->watch_count,
+                       .n_loops = n_loops, .loop_handled = a->loop_handled};
   if (!env.max_request_bytes) env.max_request_bytes = 1536 * 1024;
-  a->hub = watch_hub_new(&env, mvcc_current_rev(s->store));
+  a->hub = a->loop_handled ? watch_hub_new(&env, mvcc_current_rev(s->store)) : NULL;
   if (!a->hub) {
     mailbox_destroy(&s->watch_mb);
+    free(a->loop_handled);
     free(a);
     return -ENOMEM;
   }
@@ -1137,6 +1173,7 @@ void watch_actor_destroy(server *s) {
   rcu_unregister_thread();
   watch_batch_free(&a->col);
   mailbox_destroy(&s->watch_mb);
+  free(a->loop_handled);
   free(a);
   s->watch = NULL;
 }

@@ -120,5 +120,6 @@ void watch_service_on_post(server *s, net_loop *loop, msg_watch_out *m) {
   atomic_store(&m->fb->pending, alive ? net_stream_pending_bytes(loop, m->call) : 0);
   atomic_fetch_add(&m->fb->delivered, m->len);
   if (m->len == 0) atomic_fetch_add(&m->fb->probes_done, 1);
+  if (m->loop_handled) atomic_fetch_add(m->loop_handled, 1);
   watch_out_free(m);
 }

@@ -243,6 +243,8 @@ typedef struct msg_watch_out {
   msg_hdr hdr;
   net_call call;
   watch_feedback *fb;
+  _Atomic uint64_t *loop_handled; /* the loop counts the messages it handled
+                                   * (owned by the watch actor, outlives the loops) */
   uint8_t *buf;
   size_t len;
 } msg_watch_out;

@@ -476,6 +476,40 @@ static void test_slow_stream(void) {
   done();
 }
 
+/* A net loop that does not handle its mailbox: the hub stops posting to it
+ * at WATCH_LOOP_MAX_MSGS (it never waits on a loop), keeps the records, and
+ * posts them once the loop catches up; nothing is lost or repeated. */
+static _Atomic uint64_t handled[1];
+
+static void test_congested_loop(void) {
+  fresh();
+  watch_hub_free(H);
+  watch_hub_env env = {.store = M, .max_request_bytes = 1 << 20, .post = post, .n_loops = 1, .loop_handled = handled};
+  atomic_store(&handled[0], 0);
+  H = watch_hub_new(&env, mvcc_current_rev(M));
+  enum { NS = 7 }; /* streams 1..7: ids below 8 are tracked */
+  for (int st = 1; st <= NS; st++) watch(st, "k", (wopt){.end = "l"});
+  int puts = WATCH_LOOP_MAX_MSGS / NS + 200;
+  for (int i = 0; i < puts; i++) {
+    put("k1", "v");
+    watch_hub_catch_up(H);
+    if (i % 50 == 0) watch_hub_tick(H);
+  }
+  /* posted messages: created + at most the bound */
+  size_t msgs = 0;
+  for (size_t g = 0; g < NG; g++) msgs += G[g].nev ? 1 : 0;
+  CU_ASSERT(msgs <= WATCH_LOOP_MAX_MSGS);
+  CU_ASSERT(CNT[1][0] < (size_t)puts);
+  atomic_store(&handled[0], 1u << 30); /* the loop caught up */
+  for (int i = 0; i < 10000 && watch_hub_waiting(H); i++) watch_hub_catch_up(H), watch_hub_tick(H);
+  put("k2", "last");
+  for (int st = 1; st <= NS; st++) {
+    CU_ASSERT(DISORDER[st][0] == 0);
+    CU_ASSERT(CNT[st][0] == (size_t)puts + 1);
+  }
+  done();
+}
+
 static void test_fragment(void) {
   fresh();
   watch_hub_free(H);
@@ -513,6 +547,7 @@ int main(void) {
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
+  CU_add_test(s, "congested net loop: never waits, nothing lost", test_congested_loop);
   CU_add_test(s, "fragment", test_fragment);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
