@@ -100,8 +100,14 @@ static int to_apply(lease_loop *ll, void *msg) {
 
 static void propose(lease_loop *ll, net_call call, unsigned field, const uint8_t *msg, size_t len) {
   msg_propose *p = server_proposal_new(ll->s, call, field, msg, len);
-  if (!p) reply_err(ll, call, -CETCD_E_NOMEM);
-  else mailbox_push(&ll->s->raft_mb, p);
+  if (!p) {
+    reply_err(ll, call, -CETCD_E_NOMEM);
+  } else if (p->len > ll->s->opt.max_request_bytes) { /* etcd checks every proposal */
+    free(p);
+    reply_err(ll, call, -CETCD_E_REQUEST_TOO_LARGE);
+  } else {
+    mailbox_push(&ll->s->raft_mb, p);
+  }
 }
 
 static void on_grant(lease_loop *ll, net_call call, const uint8_t *msg, size_t len) {
