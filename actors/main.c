@@ -184,10 +184,12 @@ static int start_net(server *s, const cetcd_config *cfg, char **listen, size_t n
   kv_service_config(s, &nc, &h);
   s->loops = calloc(s->opt.net_loops, sizeof(*s->loops));
   char err[256];
-  if (!s->loops || net_server_start(&nc, &h, &s->net, err, sizeof(err)) < 0) {
+  net_server *ns = NULL;
+  if (!s->loops || net_server_start(&nc, &h, &ns, err, sizeof(err)) < 0) {
     log_printf(LOG_LEVEL_CRITICAL, "etcdmain", "listen failed: %s", err);
     return -1;
   }
+  atomic_store(&s->net, ns);
   log_printf(LOG_LEVEL_INFO, "embed", "ready to serve client requests");
   for (size_t i = 0; i < cfg->listen_client_urls.n; i++)
     log_printf(LOG_LEVEL_NOTICE, "embed", "serving insecure client requests on %s, this is strongly discouraged!",
@@ -226,10 +228,13 @@ static void wait_signal(server *s) {
   }
 }
 
+/* Reverse order of start. The net server is halted first (no new requests,
+ * posts to it fail) but freed last: raft, apply and watch may still be
+ * posting replies until they are joined. */
 static void stop_all(server *s) {
+  net_server *ns = atomic_load(&s->net);
   watch_actor_stop(s); /* watch: no more posts to the loops */
-  net_server_stop(s->net);
-  s->net = NULL;
+  net_server_halt(ns);
   atomic_store(&s->stopping, 1);
   push_stop(&s->raft_mb);
   pthread_join(s->raft_th, NULL);
@@ -238,6 +243,8 @@ static void stop_all(server *s) {
   watch_actor_destroy(s); /* watch: after its producers (net, apply) stopped */
   push_stop(&s->wal_mb);
   pthread_join(s->wal_th, NULL);
+  atomic_store(&s->net, NULL);
+  net_server_stop(ns);
   wal_close(s->wal);
   mvcc_close(s->store);
 }

@@ -59,7 +59,9 @@ typedef struct server {
 
   mvcc *store;
   wal *wal;
-  net_server *net;
+  /* set by main once the member is ready, before any client can send; freed
+   * only after every actor that posts to it has stopped */
+  net_server *_Atomic net;
   kv_loop **loops;          /* per net loop, created on that loop's thread */
 
   mailbox raft_mb;          /* proposals and read batches from the net loops */

@@ -166,6 +166,8 @@ typedef struct watcher {
   bool synced;
   bool eligible;        /* catch-up: its stream has room this round */
   bool got_events;      /* since the last progress notification */
+  int64_t redo_rev;     /* out of memory while sending it this revision: it
+                         * reads history again from there (0: none) */
   /* group membership */
   struct watcher *gnext, *gprev;   /* all members of the group */
   struct watcher *hnext, **hprev;  /* W_KEY: hash bucket chain */
@@ -189,7 +191,6 @@ struct wstream {
   int64_t next_auto;    /* etcd's watchStream.nextID */
   uint8_t *out;         /* records not posted yet */
   size_t out_len, out_cap;
-  bool out_failed;      /* an append failed for memory: the stream is ended */
   wstream *tnext;
   bool touched;
 };
@@ -214,6 +215,7 @@ struct watch_hub {
   watcher *touched_w;
   wstream *touched_s;
   watch_batch hist;     /* catch-up chunk */
+  bool hist_failed;     /* out of memory while reading it */
   uint64_t *loop_posted; /* [env.n_loops]: MSG_WATCH_OUTs posted per loop */
   bool deferred;        /* some stream holds records its loop had no room for */
   int64_t hdr_rev;      /* header cache */
@@ -480,10 +482,7 @@ static uint8_t *out_record(wstream *st, size_t len) {
     size_t cap = st->out_cap ? st->out_cap * 2 : 1024;
     while (cap < need) cap *= 2;
     uint8_t *p = realloc(st->out, cap);
-    if (!p) {
-      st->out_failed = true;
-      return NULL;
-    }
+    if (!p) return NULL;
     st->out = p, st->out_cap = cap;
   }
   uint32_t l = (uint32_t)len;
@@ -569,7 +568,11 @@ static void put_response(watch_hub *h, watcher *w, const watch_batch *b, size_t 
     len += 1 + varint_len(n) + n;
   }
   uint8_t *p = out_record(w->st, len);
-  if (!p) return;
+  if (!p) {
+    int64_t r = b->ev[w->pend[from]].rev;
+    if (!w->redo_rev || r < w->redo_rev) w->redo_rev = r; /* memory: re-read from history */
+    return;
+  }
   *p++ = 0x0a;
   p += put_varint(p, h->hdr_len);
   memcpy(p, h->hdr, h->hdr_len);
@@ -624,10 +627,10 @@ static void on_match(void *arg, watcher *w) {
   if (w->npend == w->cappend) {
     size_t cap = w->cappend ? w->cappend * 2 : 8;
     uint32_t *p = realloc(w->pend, cap * sizeof(*p));
-    if (!p) return; /* memory: the stream will be ended by its out_failed */
-    w->pend = p, w->cappend = cap;
+    if (p) w->pend = p, w->cappend = cap;
+    else if (!w->redo_rev) w->redo_rev = e->rev; /* memory: re-read from history */
   }
-  w->pend[w->npend++] = c->idx;
+  if (!w->redo_rev && w->npend < w->cappend) w->pend[w->npend++] = c->idx;
   if (!w->touched) {
     w->touched = true;
     w->tnext = c->h->touched_w;
@@ -641,11 +644,17 @@ static void flush_watchers(watch_hub *h, const watch_batch *b, int64_t hdr_rev) 
   header_bytes(h, hdr_rev);
   for (watcher *w = h->touched_w, *nx; w; w = nx) {
     nx = w->tnext;
-    put_fragments(h, w, b);
+    while (w->redo_rev && w->npend && b->ev[w->pend[w->npend - 1]].rev >= w->redo_rev) w->npend--;
+    if (w->npend) put_fragments(h, w, b);
     w->npend = 0;
     w->touched = false;
     w->got_events = true;
     touch_stream(h, w->st);
+    if (w->redo_rev && w->synced) {
+      w->next_rev = w->redo_rev;
+      w->redo_rev = 0;
+      w_move(h, w, false);
+    }
   }
   h->touched_w = NULL;
 }
@@ -897,7 +906,7 @@ void watch_hub_events(watch_hub *h, const msg_watch_events *m) {
 
 static void hist_add(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev) {
   watch_hub *h = arg;
-  watch_batch_add(&h->hist, type, kv, prev); /* memory: the event is missing; see below */
+  if (watch_batch_add(&h->hist, type, kv, prev)) h->hist_failed = true; /* the chunk is retried */
 }
 
 static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
@@ -941,7 +950,9 @@ bool watch_hub_catch_up(watch_hub *h) {
                          .range_end_len = 1, .from_rev = from, .to_rev = h->cur_rev,
                          .max_events = WATCH_CATCHUP_EVENTS, .max_bytes = max_bytes, .prev_kv = prev};
     watch_batch_reset(&h->hist);
+    h->hist_failed = false;
     int rc = mvcc_history_read(h->env.store, &q, hist_add, h, &next);
+    if (!rc && h->hist_failed) rc = -CETCD_E_NOMEM;
     if (rc == -CETCD_E_COMPACTED) {
       cancel_compacted(h, mvcc_compact_rev(h->env.store));
       return true;
@@ -955,6 +966,7 @@ bool watch_hub_catch_up(watch_hub *h) {
     if (!w->eligible) continue;
     w->eligible = false;
     if (w->next_rev < next) w->next_rev = next;
+    if (w->redo_rev) w->next_rev = w->redo_rev, w->redo_rev = 0;
     if (w->next_rev > h->cur_rev) w_move(h, w, true);
   }
   return true;

@@ -161,7 +161,8 @@ struct net_server {
   net_loop *loops;
   uint32_t n_loops;
   uint16_t *ports;           /* per listen address */
-  int stopping;              /* set once by net_server_stop */
+  int stopping;              /* set once by net_server_halt: net_post refuses */
+  int halted;                /* loops joined; the struct stays valid until net_server_stop */
   int posting;               /* producers inside net_post */
   int loops_exit;            /* set after `stopping` once posts have landed */
   uint32_t conns_per_loop;

@@ -843,8 +843,8 @@ int net_server_start(const net_config *cfg, const net_handlers *h, net_server **
   return 0;
 }
 
-void net_server_stop(net_server *s) {
-  if (!s) return;
+void net_server_halt(net_server *s) {
+  if (!s || __atomic_load_n(&s->halted, __ATOMIC_SEQ_CST)) return;
   /* First refuse new posts and let the ones under way land (a producer
    * blocked on a full mailbox backs out), then stop the loops: each drains
    * its mailbox through on_post before on_loop_stop, so nothing posted is
@@ -858,6 +858,12 @@ void net_server_stop(net_server *s) {
     (void)n;
   }
   for (uint32_t i = 0; i < s->n_loops; i++) pthread_join(s->loops[i].thread, NULL);
+  __atomic_store_n(&s->halted, 1, __ATOMIC_SEQ_CST);
+}
+
+void net_server_stop(net_server *s) {
+  if (!s) return;
+  net_server_halt(s);
   s->n_loops = s->cfg.loops; /* free every loop, even ones never started */
   server_free(s);
 }

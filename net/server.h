@@ -223,6 +223,10 @@ int net_server_start(const net_config *cfg, const net_handlers *h,
  * and exits; all are joined. on_post never runs after on_loop_stop. Not
  * from a loop thread; no net_post after it returns. NULL is a no-op. */
 void net_server_stop(net_server *s);
+/* The first half of net_server_stop: refuse posts, stop and join the loops,
+ * but keep the server's memory, so threads that may still call net_post
+ * (and get -1) can be stopped before net_server_stop frees it. */
+void net_server_halt(net_server *s);
 
 /* --- any thread ----------------------------------------------------------- */
 /* Posts msg to loop loop_index's mailbox; on_post receives it (in a later
