@@ -304,9 +304,11 @@ static bool apply_batch(apply_actor *a) {
   }
   flush_replies(a); /* keepalive and lease query answers of a batch without entries */
   release_reads(a);
+  /* Held reads need no polling: the entries they wait for arrive through
+   * this mailbox and wake us. mailbox_wait returns at once if messages are
+   * already waiting (e.g. the batch was cut at APPLY_BATCH_MAX). */
   int wait = lease_tick(a->lease);
-  if (!began && !stop && a->n_reads == 0) mailbox_wait(&s->apply_mb, wait);
-  else if (!began && !stop) mailbox_wait(&s->apply_mb, wait >= 0 && wait < 10 ? wait : 10);
+  if (!began && !stop) mailbox_wait(&s->apply_mb, wait);
   return !stop;
 }
 
