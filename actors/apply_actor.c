@@ -22,6 +22,12 @@
  *             from the loops (answered with the batch's replies); between
  *             batches, on the leader, proposes revokes of expired leases and
  *             sleeps no longer than the next expiry.
+ *   Alarms:   owns the alarm store (alarm.c, see actors/maint.h): applies
+ *             Alarm entries, refuses what an active NOSPACE / CORRUPT alarm
+ *             refuses in etcd, answers a write applied past the quota with
+ *             NO_SPACE and raises the alarm (a proposal pushed with
+ *             mailbox_try_push, which carries the client's answer), and
+ *             publishes the alarm view after each commit that changed it.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -30,6 +36,7 @@
 
 #include "actors/lease.h"
 #include "actors/log.h"
+#include "actors/maint.h"
 #include "actors/server.h"
 #include "actors/watch.h"
 #include "internal.pb-c.h"
@@ -52,6 +59,7 @@ typedef struct apply_actor {
   uint64_t applied, applied_term;
   uint64_t last_synced;
   lease_state *lease;
+  alarm_state *alarm;
 } apply_actor;
 
 static void add_reply(apply_actor *a, net_call call, int err, uint8_t *buf, size_t len) {
@@ -145,10 +153,65 @@ static uint8_t *execute(apply_actor *a, const Cetcdpb__InternalRequest *req, siz
     *err = mvcc_range_in_batch(m, req->range, &r, &a->ar);
     return *err ? NULL : pack(&r.base, len);
   }
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_ALARM:
+    return alarm_apply(a->alarm, req->alarm, len, err);
   default:
     *err = -CETCD_E_INTERNAL;
     return NULL;
   }
+}
+
+/* What a request costs against --quota-backend-bytes (etcd's Cost). */
+static int64_t request_cost(const Cetcdpb__InternalRequest *req) {
+  switch (req->request_case) {
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_PUT:
+    return quota_cost_put(req->put);
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_TXN:
+    return quota_cost_txn(req->txn);
+  case CETCDPB__INTERNAL_REQUEST__REQUEST_LEASE_GRANT:
+    return QUOTA_LEASE_OVERHEAD;
+  default:
+    return 0;
+  }
+}
+
+/* etcd's applyEntryNormal: a request answered NO_SPACE while no NOSPACE
+ * alarm is active raises one for this member, and the client's answer
+ * waits until it is applied (the proposal carries the call). Returns true
+ * if the answer went with the proposal. apply never waits on raft's
+ * mailbox: if it is full, the client is answered now and the next refused
+ * write raises the alarm. */
+static bool raise_nospace(apply_actor *a, net_call call, bool mine) {
+  if (alarm_nospace_any(a->alarm)) return false;
+  net_call none = {.loop = UINT32_MAX};
+  msg_propose *p = alarm_nospace_proposal(a->s, mine ? call : none);
+  if (!p) return false;
+  if (!mailbox_try_push(&a->s->raft_mb, p)) {
+    free(p);
+    return false;
+  }
+  return mine;
+}
+
+/* Runs a request through the alarm gates and the apply-time quota check
+ * (etcd's quotaApplierV3: a write that no longer fits is still applied,
+ * but answered NO_SPACE). */
+static uint8_t *execute_checked(apply_actor *a, const Cetcdpb__InternalRequest *req, size_t *len, int *err) {
+  *err = alarm_gate(a->alarm, req);
+  if (*err) return NULL;
+  bool fits = quota_available(a->s, request_cost(req));
+  uint8_t *buf = execute(a, req, len, err);
+  if (*err == 0 && !fits) {
+    free(buf);
+    *err = -CETCD_E_NO_SPACE;
+    return NULL;
+  }
+  if (*err == 0 && req->reply_nospace) { /* the alarm a refused write raised */
+    free(buf);
+    *err = -CETCD_E_NO_SPACE;
+    return NULL;
+  }
+  return buf;
 }
 
 static void apply_normal(apply_actor *a, const apply_entry *e) {
@@ -165,16 +228,17 @@ static void apply_normal(apply_actor *a, const apply_entry *e) {
   }
   size_t len = 0;
   int err = 0;
-  uint8_t *buf = execute(a, req, &len, &err);
+  uint8_t *buf = execute_checked(a, req, &len, &err);
   bool mine = req->proposer == a->s->member_id && req->boot == a->s->boot_nonce;
-  if (!mine) {
-    free(buf);
-    return;
-  }
   net_call call = {.loop = (uint32_t)(req->reply_token >> 32),
                    .conn_slot = (uint32_t)req->reply_token,
                    .conn_gen = (uint32_t)(req->reply_stream >> 32),
                    .stream_id = (int32_t)(uint32_t)req->reply_stream};
+  if (err == -CETCD_E_NO_SPACE && !req->reply_nospace && raise_nospace(a, call, mine)) return;
+  if (!mine) {
+    free(buf);
+    return;
+  }
   if (!buf && !err) err = -CETCD_E_NOMEM;
   add_reply(a, call, err, buf, len);
 }
@@ -298,6 +362,7 @@ static bool apply_batch(apply_actor *a) {
       return false;
     }
     if (a->applied != before) atomic_store(&s->applied_index, a->applied);
+    alarm_publish(a->alarm); /* before the replies: a client told NO_SPACE sees the alarm */
     watch_apply_commit(s); /* watch: the batch's events, before any reply leaves */
     flush_replies(a);
     maybe_sync_store(a);
@@ -317,8 +382,11 @@ static void *apply_actor_main(void *arg) {
   rcu_register_thread();
   a->lease = lease_state_open(a->s);
   if (!a->lease) server_fatal(a->s, "apply: cannot load leases", -ENOMEM);
-  while (a->lease && !atomic_load(&a->s->stopping) && apply_batch(a)) {
+  a->alarm = alarm_state_open(a->s);
+  if (!a->alarm) server_fatal(a->s, "apply: cannot load alarms", -ENOMEM);
+  while (a->lease && a->alarm && !atomic_load(&a->s->stopping) && apply_batch(a)) {
   }
+  alarm_state_close(a->alarm);
   lease_state_close(a->lease);
   for (size_t i = 0; i < a->n_reads; i++) free(a->reads[i]);
   free(a->reads);

@@ -26,6 +26,7 @@
 #include <urcu.h>
 
 #include "actors/lease.h"
+#include "actors/maint.h"
 #include "actors/server.h"
 #include "actors/version.h"
 #include "actors/watch.h"
@@ -50,12 +51,21 @@ static const net_method kv_methods[] = {
     {"/etcdserverpb.Lease/LeaseKeepAlive", NET_BIDI_STREAM, M_LEASE_KEEPALIVE},
     {"/etcdserverpb.Lease/LeaseTimeToLive", NET_UNARY, M_LEASE_TTL},
     {"/etcdserverpb.Lease/LeaseLeases", NET_UNARY, M_LEASE_LEASES},
+    {"/etcdserverpb.Maintenance/Status", NET_UNARY, M_MAINT_STATUS},
+    {"/etcdserverpb.Maintenance/Alarm", NET_UNARY, M_MAINT_ALARM},
+    /* registered so that they answer grpc-go's "method <M> not implemented"
+     * while an unknown Maintenance method gets "unknown method" (etcd
+     * registers the whole service) */
+    {"/etcdserverpb.Maintenance/Defragment", NET_UNARY, M_MAINT_DEFRAGMENT},
+    {"/etcdserverpb.Maintenance/Hash", NET_UNARY, M_MAINT_HASH},
+    {"/etcdserverpb.Maintenance/HashKV", NET_UNARY, M_MAINT_HASHKV},
+    {"/etcdserverpb.Maintenance/Snapshot", NET_SERVER_STREAM, M_MAINT_SNAPSHOT},
+    {"/etcdserverpb.Maintenance/MoveLeader", NET_UNARY, M_MAINT_MOVE_LEADER},
 };
 
 /* Services whose issues have not landed yet: UNIMPLEMENTED, cleanly. */
 static const char *const unimplemented_services[] = {
-    "etcdserverpb.Cluster", "etcdserverpb.Maintenance",
-    "etcdserverpb.Auth",  "v3electionpb.Election", "v3lockpb.Lock",
+    "etcdserverpb.Cluster", "etcdserverpb.Auth", "v3electionpb.Election", "v3lockpb.Lock",
 };
 
 typedef struct pending_read {
@@ -191,29 +201,12 @@ static void queue_read(kv_loop *kl, net_call call, const uint8_t *msg, size_t le
   kl->cur[kl->n_cur++] = (pending_read){call, copy, len};
 }
 
-/* etcd's space quota (etcdserver/quota.go): a write is refused when the store
- * plus its estimated cost would reach --quota-backend-bytes. The cost of a
- * put is its key and value plus a fixed per-key overhead; a txn costs its
- * more expensive branch's direct puts. Deletes and reads are never refused.
- * (etcd also raises a NOSPACE alarm that keeps writes refused until it is
- * disarmed; alarms come with the Maintenance service.) */
-#define QUOTA_KV_OVERHEAD 256
-
-static int64_t cost_put(const Etcdserverpb__PutRequest *r) {
-  return QUOTA_KV_OVERHEAD + (int64_t)r->key.len + (int64_t)r->value.len;
-}
-
-static int64_t cost_branch(Etcdserverpb__RequestOp *const *ops, size_t n) {
-  int64_t c = 0;
-  for (size_t i = 0; i < n; i++)
-    if (ops[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT) c += cost_put(ops[i]->request_put);
-  return c;
-}
-
+/* etcd's space quota (etcdserver/quota.go, actors/maint.h): a write is
+ * refused when the store plus its estimated cost would reach
+ * --quota-backend-bytes; the refusal raises the NOSPACE alarm (on_message).
+ * Deletes and reads are never refused here. */
 static int check_quota(kv_loop *kl, int64_t cost) {
-  int64_t quota = kl->s->opt.quota_bytes;
-  if (quota <= 0 || cost == 0) return 0;
-  return (int64_t)mvcc_db_size_bytes(kl->s->store) + cost < quota ? 0 : -CETCD_E_NO_SPACE;
+  return quota_available(kl->s, cost) ? 0 : -CETCD_E_NO_SPACE;
 }
 
 /* Decodes and checks one request; returns 0 or a negative cetcd_err. */
@@ -229,7 +222,7 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
     Etcdserverpb__PutRequest *r = etcdserverpb__put_request__unpack(al, len, msg);
     if (!r) return -CETCD_E_MALFORMED;
     int err = kv_validate_put(r);
-    return err ? err : check_quota(kl, cost_put(r));
+    return err ? err : check_quota(kl, quota_cost_put(r));
   }
   case M_DELETE_RANGE: {
     Etcdserverpb__DeleteRangeRequest *r = etcdserverpb__delete_range_request__unpack(al, len, msg);
@@ -240,8 +233,7 @@ static int check_request(kv_loop *kl, int method, const uint8_t *msg, size_t len
     if (!r) return -CETCD_E_MALFORMED;
     int err = kv_validate_txn(r, (int)kl->s->opt.max_txn_ops);
     if (err) return err;
-    int64_t cs = cost_branch(r->success, r->n_success), cf = cost_branch(r->failure, r->n_failure);
-    return check_quota(kl, cs > cf ? cs : cf);
+    return check_quota(kl, quota_cost_txn(r));
   }
   case M_COMPACT: {
     Etcdserverpb__CompactionRequest *r = etcdserverpb__compaction_request__unpack(al, len, msg);
@@ -263,9 +255,14 @@ static void on_message(void *app, net_loop *loop, net_call call, int method, con
     lease_on_message(kl->lease, call, method, msg, len);
     return;
   }
+  if (method >= M_MAINT_STATUS && method <= M_MAINT_LAST_) {
+    maint_on_message(s, loop, call, method, msg, len);
+    return;
+  }
   arena_reset(&kl->ar);
   void *decoded = NULL;
   int err = check_request(kl, method, msg, len, &decoded);
+  if (err == -CETCD_E_NO_SPACE && quota_refuse(s, call) == 0) return; /* answered once the alarm is up */
   if (err) {
     reply_err(loop, call, err);
     return;

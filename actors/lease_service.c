@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "actors/lease.h"
+#include "actors/maint.h"
 #include "msg/errors.h"
 
 #define RENEW_BATCH_MAX 4096
@@ -116,11 +117,11 @@ static void on_grant(lease_loop *ll, net_call call, const uint8_t *msg, size_t l
     reply_err(ll, call, -CETCD_E_MALFORMED);
     return;
   }
-  /* etcd's quotaLeaseServer: a grant costs leaseOverhead (64) bytes */
-  int64_t quota = ll->s->opt.quota_bytes;
-  if (quota > 0 && (int64_t)mvcc_db_size_bytes(ll->s->store) + 64 >= quota) {
+  /* etcd's quotaLeaseServer: a grant costs leaseOverhead bytes; a refusal
+   * raises the NOSPACE alarm (actors/maint.h) */
+  if (!quota_available(ll->s, QUOTA_LEASE_OVERHEAD)) {
     etcdserverpb__lease_grant_request__free_unpacked(r, NULL);
-    reply_err(ll, call, -CETCD_E_NO_SPACE);
+    if (quota_refuse(ll->s, call) < 0) reply_err(ll, call, -CETCD_E_NO_SPACE);
     return;
   }
   if (r->id == 0) r->id = next_lease_id();

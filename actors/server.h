@@ -95,6 +95,8 @@ typedef struct server {
   _Atomic uint64_t commit_index;
   /* written by apply */
   _Atomic uint64_t applied_index;
+  struct alarm_view *alarms; /* RCU: rcu_dereference under rcu_read_lock
+                              * (actors/maint.h); NULL before apply starts */
   /* written by main */
   _Atomic int stopping;
   _Atomic int fatal;        /* an actor hit an unrecoverable error */
@@ -134,7 +136,8 @@ int apply_actor_start(server *s);
 /* Loads the WAL (replay) into s->boot; opens s->wal. */
 int server_load_wal(server *s, const char *wal_dir, char *err, size_t err_len);
 
-/* Net side: handlers for the KV service and the unimplemented ones. */
+/* Net side: handlers for the KV, Watch, Lease and Maintenance services and
+ * the unimplemented ones. */
 void kv_service_config(server *s, net_config *cfg, net_handlers *h);
 /* The Raft log entry for a client request: an InternalRequest naming this
  * member and `call`, with `msg` as its request oneof field `field`.
