@@ -222,6 +222,16 @@ static bool has_type(const alarm_state *as, int32_t type) {
 
 bool alarm_nospace_any(const alarm_state *as) { return has_type(as, ETCDSERVERPB__ALARM_TYPE__NOSPACE); }
 
+static bool ops_readonly(Etcdserverpb__RequestOp *const *ops, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (ops[i]->request_case != ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE) return false;
+  return true;
+}
+
+static bool txn_readonly(const Etcdserverpb__TxnRequest *r) {
+  return ops_readonly(r->success, r->n_success) && ops_readonly(r->failure, r->n_failure);
+}
+
 int alarm_gate(const alarm_state *as, const Cetcdpb__InternalRequest *req) {
   if (as->n == 0) return 0;
   switch (req->request_case) {
@@ -235,6 +245,9 @@ int alarm_gate(const alarm_state *as, const Cetcdpb__InternalRequest *req) {
     if (has_type(as, ETCDSERVERPB__ALARM_TYPE__CORRUPT)) return -CETCD_E_CORRUPT;
     return has_type(as, ETCDSERVERPB__ALARM_TYPE__NOSPACE) ? -CETCD_E_NO_SPACE : 0;
   case CETCDPB__INTERNAL_REQUEST__REQUEST_TXN:
+    /* etcd serves a txn of ranges only (isTxnReadonly) without the log,
+     * so no alarm applier sees it */
+    if (txn_readonly(req->txn)) return 0;
     if (has_type(as, ETCDSERVERPB__ALARM_TYPE__CORRUPT)) return -CETCD_E_CORRUPT;
     if (!has_type(as, ETCDSERVERPB__ALARM_TYPE__NOSPACE)) return 0;
     return quota_cost_txn(req->txn) > 0 ? -CETCD_E_NO_SPACE : 0;
