@@ -19,7 +19,11 @@
  *   net  --MSG_LEASE_RENEW--> apply    one loop turn's keepalives (answered as
  *                                      stream messages in MSG_REPLIES)
  *   net  --MSG_LEASE_QUERY--> apply    LeaseTimeToLive / LeaseLeases
- *   apply --MSG_PROPOSE-----> raft     revoke of an expired lease (leader only)
+ *   apply --MSG_PROPOSE-----> raft     revoke of an expired lease (leader only);
+ *                                      the NOSPACE alarm a write past the quota raises
+ *   net  --MSG_PROPOSE------> raft     also Maintenance.Alarm requests, and the NOSPACE
+ *                                      alarm a refused write raises (actors/maint.h)
+ *   (apply -> net: the alarm list is an RCU pointer in server.h)
  *   apply --MSG_WATCH_EVENTS-> watch   one applied batch's events, encoded once
  *   net  --MSG_WATCH_REQ----> watch    watch create/cancel/progress, stream gone
  *   watch --MSG_WATCH_OUT---> net      packed WatchResponses for one stream
