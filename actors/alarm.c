@@ -50,7 +50,7 @@ struct alarm_state {
 
 /* --- text and quota: any thread ------------------------------------------ */
 
-static const char *type_name(int32_t t) {
+const char *alarm_type_name(int32_t t) {
   switch (t) {
   case ETCDSERVERPB__ALARM_TYPE__NONE: return "NONE";
   case ETCDSERVERPB__ALARM_TYPE__NOSPACE: return "NOSPACE";
@@ -64,7 +64,7 @@ size_t alarm_member_text(const alarm_member *m, char *out, size_t cap) {
   out[0] = '\0';
   if (m->member_id) n += (size_t)snprintf(out + n, cap - n, "memberID:%llu ", (unsigned long long)m->member_id);
   if (m->type && n < cap) {
-    const char *name = type_name(m->type);
+    const char *name = alarm_type_name(m->type);
     if (name) n += (size_t)snprintf(out + n, cap - n, "alarm:%s ", name);
     else n += (size_t)snprintf(out + n, cap - n, "alarm:%d ", (int)m->type);
   }

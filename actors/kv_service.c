@@ -365,14 +365,29 @@ static void on_stream_end(void *app, net_loop *loop, net_call call, int method, 
     lease_on_stream_end(s->loops[net_loop_index(loop)]->lease, call, method, why);
 }
 
+/* "/health" or "/health?query": the query, else NULL. */
+static const char *health_query(const char *target) {
+  if (strncmp(target, "/health", 7) != 0) return NULL;
+  if (target[7] == '\0') return "";
+  return target[7] == '?' ? target + 8 : NULL;
+}
+
 static void on_http(void *app, net_loop *loop, const net_http_req *req) {
-  (void)app;
+  server *s = app;
   char body[256];
+  const char *hq = health_query(req->target);
+  if (hq && !maint_healthy(s, hq)) {
+    /* etcd answers with http.Error: 503, text/plain, a newline */
+    static const char bad[] = "{\"health\":\"false\"}\n";
+    net_http_reply(loop, req->call, 503, "text/plain; charset=utf-8", "X-Content-Type-Options: nosniff\r\n", bad,
+                   sizeof(bad) - 1);
+    return;
+  }
   if (strcmp(req->target, "/version") == 0) {
     int n = snprintf(body, sizeof(body), "{\"etcdserver\":\"%s\",\"etcdcluster\":\"%s\"}",
                      CETCD_ETCD_COMPAT_VERSION, CETCD_API_VERSION ".0");
     net_http_reply(loop, req->call, 200, "application/json", NULL, body, (size_t)n);
-  } else if (strcmp(req->target, "/health") == 0) {
+  } else if (hq) {
     static const char ok[] = "{\"health\":\"true\"}";
     net_http_reply(loop, req->call, 200, "application/json", NULL, ok, sizeof(ok) - 1);
   } else {

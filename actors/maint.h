@@ -74,6 +74,9 @@ typedef struct alarm_view {
  * length written (cap >= 64 always suffices). */
 size_t alarm_member_text(const alarm_member *m, char *out, size_t cap);
 
+/* "NOSPACE", "CORRUPT", "NONE", or NULL for a value etcd has no name for. */
+const char *alarm_type_name(int32_t type);
+
 /* --- quota (any thread) ------------------------------------------------------ */
 #define QUOTA_KV_OVERHEAD 256   /* etcd's kvOverhead */
 #define QUOTA_LEASE_OVERHEAD 64 /* etcd's leaseOverhead */
@@ -91,6 +94,10 @@ void maint_on_message(server *s, net_loop *loop, net_call call, int method, cons
  * is applied; then returns 0. Otherwise (already active, out of memory)
  * returns -1 and the caller answers NO_SPACE at once. */
 int quota_refuse(server *s, net_call call);
+/* etcd's /health check (etcdhttp checkHealth): false while an alarm is
+ * active whose type is not named by an exclude=<TYPE> parameter of `query`
+ * (the part after '?'), or while there is no leader. */
+bool maint_healthy(server *s, const char *query);
 
 /* --- apply side (alarm.c) ------------------------------------------------------ */
 typedef struct alarm_state alarm_state;

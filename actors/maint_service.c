@@ -53,6 +53,31 @@ int quota_refuse(server *s, net_call call) {
   return 0;
 }
 
+/* Is `name` one of the exclude=<name> parameters of the query? */
+static bool excluded(const char *query, const char *name) {
+  size_t n = strlen(name);
+  for (const char *p = query; p && *p; p = strchr(p, '&'), p = p ? p + 1 : NULL)
+    if (strncmp(p, "exclude=", 8) == 0 && strncmp(p + 8, name, n) == 0 && (p[8 + n] == '&' || p[8 + n] == '\0'))
+      return true;
+  return false;
+}
+
+bool maint_healthy(server *s, const char *query) {
+  bool healthy = true;
+  rcu_read_lock();
+  const alarm_view *v = rcu_dereference(s->alarms);
+  for (size_t i = 0; v && i < v->n && healthy; i++) {
+    char num[16];
+    const char *name = alarm_type_name(v->v[i].type);
+    if (!name) snprintf(num, sizeof(num), "%d", (int)v->v[i].type), name = num;
+    healthy = excluded(query, name);
+  }
+  rcu_read_unlock();
+  /* etcd then runs a QGET through its v2 store; cetcd has none: a member
+   * with a leader that serves this request is as healthy as it can tell */
+  return healthy && atomic_load(&s->leader) != RAFT_NONE;
+}
+
 /* StatusResponse.errors: "etcdserver: no leader" without a leader, then one
  * string per alarm (etcd's Status). Returns the count; *texts is malloc'd
  * (free it), NULL when there is nothing or no memory. */
