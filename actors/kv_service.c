@@ -5,8 +5,11 @@
  * Contract
  *   Threads:  every net loop; all state here is per loop (kv_loop), touched
  *             only by that loop's thread.
- *   Consumes: gRPC messages for the etcdserverpb.KV methods; MSG_REPLIES and
- *             MSG_READ_INDEX posted back to this loop.
+ *   Consumes: gRPC messages for the etcdserverpb.KV methods (and routes the
+ *             Watch, Lease and Maintenance ones to their files); MSG_REPLIES
+ *             and MSG_READ_INDEX posted back to this loop; /health, /version.
+ *   Quota:    a put or txn the space quota refuses raises the NOSPACE alarm
+ *             and is answered once it is applied (actors/maint.h).
  *   Produces: MSG_PROPOSE (one per write) and MSG_READ_INDEX (one per loop
  *             turn that saw linearizable reads) into s->raft_mb.
  *   Reads:    serializable Range requests are answered right here from the
