@@ -21,17 +21,19 @@
  * created.
  *
  * Keys. There are n_slots key slots (watch: --watched-key-total, keys
- * varint(i mod --key-space-size), or random with... as etcd's tool; watch-
- * latency: --key-space-size slots, default 1: all watchers on one key, as
- * etcd's tool). Watcher g watches slot g mod n_slots; put i writes slot
+ * varint(i mod --key-space-size) with --sequential-keys, else varint of a
+ * random number below --key-space-size, as etcd's tool; watch-latency:
+ * --key-space-size slots, key varint(i), default 1: all watchers on one
+ * key, as etcd's tool). Watcher g watches slot g mod n_slots; put i writes slot
  * i mod n_slots. Slots holding the same key are one key id.
  *
  * Puts. Put i carries i in the first 8 bytes of its value (little-endian;
  * so --val-size is at least 8) and its send time is kept by i, so an event
  * names the put it comes from without a lookup; its latency is receipt
- * minus that send time. Puts start on a token bucket of depth one at
- * --put-rate (0: unlimited), at most PUTS_INFLIGHT_MAX in flight (watch
- * with no rate: --clients, as etcd's tool's put clients).
+ * minus that send time. Puts start on a token bucket at --put-rate (0:
+ * unlimited) whose depth is etcd's tool's: one put for watch, one
+ * second's puts for watch-latency. At most PUTS_INFLIGHT_MAX are in
+ * flight (watch with no rate: --clients, as etcd's tool's put clients).
  *
  * Accounting. Per watcher: the last mod_revision seen. An event with a
  * higher revision is in order (ok); the same revision is a duplicate, a
@@ -62,7 +64,7 @@
 
 #define PUTS_INFLIGHT_MAX 64
 #define CREATE_IDLE_S 30.0 /* creation gives up after this long without progress */
-#define EVENT_IDLE_S 10.0  /* events: wait this long for stragglers */
+#define EVENT_IDLE_S 15.0  /* events: wait this long for stragglers */
 #define PUTS_DURATION_CAP 20000000L /* --duration with no rate: most puts kept */
 #define STATUS_DATA_LOSS 15
 
@@ -112,11 +114,13 @@ struct wb {
   /* creation */
   double *create_lat;
   long n_create_lat, created, create_failed;
+  long answered; /* creates answered, plus those of closed streams */
   double create_t0, create_t1, last_create;
   /* puts */
   wb_put *puts;
   long put_cap, put_target, puts_sent, puts_done, puts_failed;
   int puts_inflight, inflight_max;
+  double burst; /* token bucket depth, in puts */
   double put_t0, next_slot, deadline, last_put_done;
   /* events */
   bench_hist *ev_hist;
@@ -164,6 +168,8 @@ static int keys_setup(wb *b) {
 
 /* ---- creation --------------------------------------------------------------- */
 
+static void stream_close_mark(wb_stream *s);
+
 static void stream_send_create(wb_stream *s) {
   wb *b = s->b;
   long g = s->first_global + s->n_sent;
@@ -177,7 +183,7 @@ static void stream_send_create(wb_stream *s) {
   req.create_request = &cr;
   s->sent_at = bench_now_s();
   s->n_sent++;
-  if (cc_stream_send(s->st, &req.base) != 0) s->closed = 1; /* counted in wb_create */
+  if (cc_stream_send(s->st, &req.base) != 0) stream_close_mark(s); /* counted in wb_create */
 }
 
 static void stream_on_created(wb_stream *s, const pb_watch_resp *r, double now) {
@@ -189,6 +195,7 @@ static void stream_on_created(wb_stream *s, const pb_watch_resp *r, double now) 
   }
   wb_watcher *w = &s->w[s->n_created++];
   b->last_create = now;
+  b->answered++;
   if (r->canceled) {
     char why[160];
     snprintf(why, sizeof why, "watch create canceled: %.*s", (int)r->cancel_reason_len,
@@ -276,9 +283,15 @@ static void stream_on_msg(void *ud, const uint8_t *data, size_t len) {
   }
 }
 
+static void stream_close_mark(wb_stream *s) {
+  if (s->closed) return;
+  s->closed = 1;
+  s->b->answered += s->b->wps - s->n_created; /* those will never be answered */
+}
+
 static void stream_on_close(void *ud, const cc_reply *r) {
   wb_stream *s = ud;
-  s->closed = 1;
+  stream_close_mark(s);
   s->b->stream_errors++;
   bench_errs_add(&s->b->errs, r->status ? r->status : CC_STATUS_UNKNOWN,
                  r->message[0] ? r->message : "watch stream ended", 1);
@@ -326,10 +339,12 @@ static int puts_release(wb *b) {
   int more = b->puts_sent < b->put_target && (b->deadline <= 0 || now < b->deadline);
   while (more && b->puts_inflight < b->inflight_max) {
     if (b->cfg->put_rate > 0) {
-      /* token bucket of depth one (see run.c): no catch-up burst */
+      /* a token bucket of b->burst tokens: a put that is late by less than
+       * the bucket goes at once, so a long loop turn does not lower the
+       * rate; later than that, the schedule restarts from now */
+      double step = 1.0 / b->cfg->put_rate, floor = now - (b->burst - 1) * step;
       if (b->next_slot > now) return (int)((b->next_slot - now) * 1000.0) + 1;
-      b->next_slot = (b->next_slot > now - 1.0 / b->cfg->put_rate ? b->next_slot : now) +
-                     1.0 / b->cfg->put_rate;
+      b->next_slot = (b->next_slot > floor ? b->next_slot : floor) + step;
     }
     put_send(b);
     more = b->puts_sent < b->put_target && (b->deadline <= 0 || now < b->deadline);
@@ -363,6 +378,9 @@ static int wb_setup(wb *b) {
   uint64_t seed = (uint64_t)time(NULL) | 1;
   for (int i = 0; i < cfg->val_size; i++) b->value[i] = (uint8_t)('a' + bench_rng_next(&seed) % 26);
   b->inflight_max = cfg->put_rate > 0 || b->latency_mode ? PUTS_INFLIGHT_MAX : cfg->clients;
+  /* etcd's tool: watch-latency's limiter has a burst of one second's puts,
+   * watch's a burst of one */
+  b->burst = b->latency_mode && cfg->put_rate >= 1 ? cfg->put_rate : 1;
   for (int s = 0; s < cfg->streams; s++) {
     b->streams[s].b = b;
     b->streams[s].first_global = s * b->wps;
@@ -399,22 +417,19 @@ static void wb_create(wb *b) {
     st->st = cc_stream_open(b->conns[s % cfg->conns], CC_PATH_WATCH, stream_on_msg,
                             stream_on_close, st);
     if (!st->st) {
-      st->closed = 1;
+      stream_close_mark(st);
       continue;
     }
     stream_send_create(st);
   }
   double next_draw = 0;
   for (;;) {
-    long answered = 0;
-    for (int s = 0; s < cfg->streams; s++)
-      answered += b->streams[s].closed ? b->wps : b->streams[s].n_created;
     draw(b, b->created, b->n_watchers, 0, &next_draw);
-    if (answered >= b->n_watchers) break;
+    if (b->answered >= b->n_watchers) break;
     if (bench_now_s() - b->last_create > CREATE_IDLE_S) {
       fprintf(stderr, "cetcd-bench: %ld of %ld watches not created after %.0f s without "
               "progress (the server's streams per connection may be too few: use --conns)\n",
-              b->n_watchers - answered, b->n_watchers, CREATE_IDLE_S);
+              b->n_watchers - b->answered, b->n_watchers, CREATE_IDLE_S);
       break;
     }
     if (cc_loop_run_once(b->loop, 100) < 0) break;
@@ -449,6 +464,7 @@ static void wb_events(wb *b) {
   for (long i = 0; i < b->n_watchers; i++) per_put += b->watchers[i].watch_id >= 0;
   per_put = b->n_keys > 0 ? per_put / b->n_keys : 0;
   double next_draw = 0;
+  long expected = -1;
   for (;;) {
     int wait = puts_release(b);
     double now = bench_now_s();
@@ -457,8 +473,10 @@ static void wb_events(wb *b) {
     long total = b->deadline > 0 ? b->ev_ok : per_put * b->put_target;
     draw(b, b->ev_ok, total, 0, &next_draw);
     if (puts_over) {
+      /* no more puts: what is expected is fixed now */
+      if (expected < 0) expected = wb_expected(b);
       double quiet = now - (b->last_event > b->last_put_done ? b->last_event : b->last_put_done);
-      if (b->ev_ok >= wb_expected(b) || quiet > EVENT_IDLE_S) break;
+      if (b->ev_ok >= expected || quiet > EVENT_IDLE_S) break;
       wait = 100;
     }
     if (wait < 0 || wait > 100) wait = 100;
