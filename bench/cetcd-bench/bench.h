@@ -1,6 +1,8 @@
 /*
  * bench.h -- cetcd-bench's parts: flags (main.c), the closed-loop load
- * generator (run.c) and the report (report.c).
+ * generator for unary calls (run.c), the watch scenarios (watch.c), the
+ * latency histogram (hist.c), --target-leader (leader.c), the protobuf
+ * wire scanner for hot-path responses (pbscan.h) and the report (report.c).
  */
 #ifndef CETCD_BENCH_H
 #define CETCD_BENCH_H
@@ -11,7 +13,12 @@
 #define BENCH_ENDPOINTS_MAX 16
 #define BENCH_ERRS_MAX 64 /* distinct (status, message) pairs kept */
 
-typedef enum { BENCH_PUT, BENCH_RANGE, BENCH_TXN_PUT } bench_scenario;
+typedef enum {
+  BENCH_PUT, BENCH_RANGE, BENCH_TXN_PUT,
+  BENCH_TXN_MIXED,     /* run.c: ranges and txn-puts, each in a Txn */
+  BENCH_WATCH,         /* watch.c: watch creation, then events of puts */
+  BENCH_WATCH_LATENCY, /* watch.c: put-to-event latency over many watchers */
+} bench_scenario;
 
 typedef struct bench_cfg {
   bench_scenario scenario;
@@ -38,6 +45,19 @@ typedef struct bench_cfg {
   int serializable;
   long limit;
   int count_only;
+  /* txn-mixed: reads per write; the read is `range KEY [END]` in a Txn */
+  double rw_ratio;
+  /* --duration: run this long instead of --total / --put-total (0 = off) */
+  double duration_s;
+  int target_leader; /* send everything to the leader (Maintenance.Status) */
+  /* watch, watch-latency */
+  int streams;          /* watch streams (--streams) */
+  int watch_per_stream; /* watchers per stream (--watch-per-stream,
+                           --watchers-per-stream) */
+  long watched_key_total; /* watch: distinct watched keys */
+  long put_total;         /* puts after the watchers are created */
+  double put_rate;        /* puts/s; 0 = unlimited */
+  int key_size_set, val_size_set, key_space_set; /* given on the command line */
   /* output */
   int json;
   int server_pid; /* 0 = none */
@@ -58,9 +78,18 @@ typedef struct bench_errs {
 
 void bench_errs_add(bench_errs *errs, int status, const char *message, long count);
 
+typedef struct bench_hist bench_hist;
+typedef struct bench_result bench_result;
+struct cc_loop;
+struct cc_conn;
+
 /* What a run measured. */
-typedef struct bench_result {
-  double *lat;   /* seconds per request by ticket; < 0: failed */
+struct bench_result {
+  double *lat;   /* seconds per request; < 0: failed */
+  long n_lat;    /* entries in lat */
+  uint8_t *lat_kind; /* txn-mixed: per lat entry, 1 = write, 0 = read; else NULL */
+  bench_hist *hist;  /* when set, the latencies are here instead of lat
+                        (watch-latency: too many samples to keep) */
   long issued;   /* requests started */
   long ok;
   long failed;
@@ -73,7 +102,73 @@ typedef struct bench_result {
   long server_hwm_kb;
   long server_rss_kb;
   double server_cpu_s; /* utime+stime during the run */
-} bench_result;
+  /* Scenario-specific figures: called inside the JSON object (print
+   * `,"extra":{...}`) and after the text report. NULL: none. */
+  void (*extra_json)(const bench_cfg *cfg, const bench_result *res);
+  void (*extra_text)(const bench_cfg *cfg, const bench_result *res);
+  void *extra; /* the scenario's own figures, owned by the scenario */
+  void (*extra_free)(void *extra);
+};
+
+/* Latency statistics as etcd's tool computes them (report.c). */
+#define BENCH_N_PCTLS 8
+extern const double bench_pctls[BENCH_N_PCTLS]; /* 10 .. 99.9 */
+typedef struct bench_stats {
+  double *lats; /* successful latencies, sorted (NULL with a histogram) */
+  const bench_hist *hist;
+  long n;
+  double fastest, slowest, average, stddev, rps;
+  double pct[BENCH_N_PCTLS];
+} bench_stats;
+
+/* From lat[0..n): the entries >= 0 whose kind is want_kind (kind == NULL
+ * or want_kind < 0: all). rps = n / wall_s. Free s->lats. */
+void bench_stats_compute(const double *lat, const uint8_t *kind, int want_kind, long n,
+                         double wall_s, bench_stats *s);
+void bench_stats_from_hist(const bench_hist *h, double wall_s, bench_stats *s);
+/* `"name":{"count":..,"requests_per_sec":..,"average":..,"p50":..,...}` */
+void bench_stats_json(const char *name, const bench_stats *s);
+void bench_stats_text(const char *name, const bench_stats *s);
+
+/* hist.c: a log-linear histogram of latencies (relative error < 0.4%,
+ * 1 ns .. 1100 s), for runs with more samples than fit in an array. */
+bench_hist *bench_hist_new(void);
+void bench_hist_free(bench_hist *h);
+void bench_hist_add(bench_hist *h, double secs);
+long bench_hist_count(const bench_hist *h);
+double bench_hist_min(const bench_hist *h);
+double bench_hist_max(const bench_hist *h);
+double bench_hist_mean(const bench_hist *h);
+double bench_hist_stddev(const bench_hist *h);
+/* The sample at 0-based rank r of the sorted samples (approximately). */
+double bench_hist_at_rank(const bench_hist *h, long r);
+/* Samples <= secs (bucket resolution). */
+long bench_hist_count_le(const bench_hist *h, double secs);
+
+/* Shared by the scenarios (run.c). */
+double bench_now_s(void);
+uint64_t bench_rng_next(uint64_t *s);
+void bench_put_varint(uint8_t *dst, size_t cap, int64_t x);
+/* Opens `n` connections (connection j to endpoint (first + j * step) mod
+ * endpoints) and waits up to 5 s for them; returns how many failed, or -1
+ * if one could not even be opened (message on stderr). */
+int bench_connect(const bench_cfg *cfg, struct cc_loop *loop, struct cc_conn **conns, int n,
+                  int first, int step);
+/* A progress bar on stderr: done of total. */
+void bench_progress_draw(long done, long total, int final);
+/* getrusage and the server's /proc figures around a run. */
+typedef struct bench_usage {
+  double user_s, sys_s, srv_cpu_s;
+} bench_usage;
+void bench_usage_begin(const bench_cfg *cfg, bench_usage *u);
+void bench_usage_end(const bench_cfg *cfg, const bench_usage *u, bench_result *res);
+
+/* watch.c: the watch and watch-latency scenarios; as bench_run. */
+int bench_watch_run(const bench_cfg *cfg, bench_result *res);
+
+/* leader.c: --target-leader. Asks each endpoint for its status and keeps
+ * only the leader's; returns 0, or -1 with the reason on stderr. */
+int bench_target_leader(bench_cfg *cfg);
 
 /* run.c: runs the scenario; returns 0, or -1 (message on stderr) if it
  * could not start at all. */

@@ -7,6 +7,23 @@
  *                                     --limit N --count-only --rate R]
  *   cetcd-bench [global flags] txn-put [--total N --txn-ops N --key-size B
  *                                     --val-size B --key-space-size N --rate R]
+ *   cetcd-bench [global flags] txn-mixed KEY [END] [--total N --rw-ratio R
+ *                                     --consistency l|s --limit N --key-size B
+ *                                     --val-size B --key-space-size N --rate R]
+ *   cetcd-bench [global flags] watch [--streams N --watch-per-stream N
+ *                                     --watched-key-total N --put-total N
+ *                                     --put-rate R --key-size B
+ *                                     --key-space-size N --sequential-keys]
+ *   cetcd-bench [global flags] watch-latency [--streams N
+ *                                     --watchers-per-stream N --put-total N
+ *                                     --put-rate R --key-size B --val-size B
+ *                                     --key-space-size N]
+ *
+ * Scenario defaults are those of etcd's tool for that command (watch and
+ * watch-latency: 32-byte keys; watch-latency: 32-byte values; txn-mixed:
+ * --limit 1000). --duration D (30s, 500ms, 2m) runs a scenario that long
+ * instead of --total / --put-total. --target-leader sends everything to
+ * the leader among --endpoints.
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
@@ -26,12 +43,16 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: cetcd-bench [flags] put|txn-put|range [KEY [END]]\n"
+          "usage: cetcd-bench [flags] put|txn-put|range KEY [END]|txn-mixed KEY [END]|watch|"
+          "watch-latency\n"
           "\n"
           "Commands:\n"
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
           "  txn-put        Benchmark txn-put\n"
+          "  txn-mixed KEY [END] Benchmark a mix of ranges (KEY [END], in a Txn) and txn-puts\n"
+          "  watch          Benchmark watch creation, then the events of puts\n"
+          "  watch-latency  Benchmark put-to-event latency over many watchers\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
@@ -48,6 +69,15 @@ static void usage(FILE *f) {
           "  --consistency l|s      linearizable or serializable range (default l)\n"
           "  --limit N              maximum number of keys per range, 0 = no limit (default 0)\n"
           "  --count-only           only count keys\n"
+          "  --rw-ratio R           txn-mixed: read/write ratio (default 1)\n"
+          "  --duration D           run this long (30s, 500ms, 2m) instead of --total/--put-total\n"
+          "  --target-leader        send everything to the leader among --endpoints\n"
+          "  --streams N            watch: watch streams (default 10)\n"
+          "  --watch-per-stream N   watch: watchers per stream (default 100)\n"
+          "  --watchers-per-stream N watch-latency: watchers per stream (default 10)\n"
+          "  --watched-key-total N  watch: keys watched (default 1)\n"
+          "  --put-total N          watch: puts after the watchers are created (default 1000)\n"
+          "  --put-rate N           watch: puts per second, 0 = no limit (watch 0, watch-latency 100)\n"
           "  --cacert FILE          verify the server with this CA bundle (TLS)\n"
           "  --cert FILE            client certificate (TLS)\n"
           "  --key FILE             client certificate key (TLS)\n"
@@ -60,6 +90,8 @@ enum {
   OPT_ENDPOINTS = 1000, OPT_CONNS, OPT_CLIENTS, OPT_THREADS, OPT_TOTAL, OPT_RATE, OPT_KEY_SIZE,
   OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
   OPT_SERVER_PID, OPT_TXN_OPS, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_HELP,
+  OPT_RW_RATIO, OPT_DURATION, OPT_TARGET_LEADER, OPT_STREAMS, OPT_WATCH_PER_STREAM,
+  OPT_WATCHED_KEY_TOTAL, OPT_PUT_TOTAL, OPT_PUT_RATE,
 };
 
 static const struct option long_opts[] = {
@@ -84,6 +116,15 @@ static const struct option long_opts[] = {
     {"key", required_argument, NULL, OPT_KEY},
     {"insecure-skip-tls-verify", no_argument, NULL, OPT_INSECURE},
     {"help", no_argument, NULL, OPT_HELP},
+    {"rw-ratio", required_argument, NULL, OPT_RW_RATIO},
+    {"duration", required_argument, NULL, OPT_DURATION},
+    {"target-leader", no_argument, NULL, OPT_TARGET_LEADER},
+    {"streams", required_argument, NULL, OPT_STREAMS},
+    {"watch-per-stream", required_argument, NULL, OPT_WATCH_PER_STREAM},
+    {"watchers-per-stream", required_argument, NULL, OPT_WATCH_PER_STREAM},
+    {"watched-key-total", required_argument, NULL, OPT_WATCHED_KEY_TOTAL},
+    {"put-total", required_argument, NULL, OPT_PUT_TOTAL},
+    {"put-rate", required_argument, NULL, OPT_PUT_RATE},
     {NULL, 0, NULL, 0},
 };
 
@@ -97,6 +138,49 @@ static long parse_long(const char *flag, const char *s, long min, long max) {
     exit(2);
   }
   return v;
+}
+
+/* A non-negative number (--rw-ratio); exits on junk. */
+static double parse_double(const char *flag, const char *s) {
+  char *end;
+  double v = strtod(s, &end);
+  if (*s == '\0' || *end != '\0' || !(v >= 0) || v > 1e12) {
+    fprintf(stderr, "cetcd-bench: invalid value \"%s\" for --%s (want a number >= 0)\n", s, flag);
+    exit(2);
+  }
+  return v;
+}
+
+/* A Go-style duration: a sequence of number+unit (ns, us, ms, s, m, h),
+ * e.g. "30s", "1m30s", "500ms", "1.5h". Exits on junk or <= 0. */
+static double parse_duration(const char *s) {
+  static const struct { const char *unit; double secs; } units[] = {
+      {"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3}, {"s", 1}, {"m", 60},
+      {"h", 3600},
+  };
+  double total = 0;
+  const char *p = s;
+  while (*p) {
+    char *end;
+    double v = strtod(p, &end);
+    if (end == p || v < 0) goto bad;
+    size_t best = 0, best_len = 0;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+      size_t l = strlen(units[i].unit);
+      if (strncmp(end, units[i].unit, l) == 0 && l > best_len) {
+        best = i;
+        best_len = l;
+      }
+    }
+    if (best_len == 0) goto bad;
+    total += v * units[best].secs;
+    p = end + best_len;
+  }
+  if (total > 0) return total;
+bad:
+  fprintf(stderr, "cetcd-bench: invalid value \"%s\" for --duration (want e.g. 30s, 500ms, 2m)\n",
+          s);
+  exit(2);
 }
 
 static void parse_endpoints(bench_cfg *cfg, char *list) {
@@ -123,9 +207,18 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
   case OPT_THREADS: cfg->threads = (int)parse_long("threads", arg, 1, 64); break;
   case OPT_TOTAL: cfg->total = parse_long("total", arg, 1, 1000000000); break;
   case OPT_RATE: cfg->rate = (double)parse_long("rate", arg, 0, 100000000); break;
-  case OPT_KEY_SIZE: cfg->key_size = (int)parse_long("key-size", arg, 1, 4096); break;
-  case OPT_VAL_SIZE: cfg->val_size = (int)parse_long("val-size", arg, 0, 16 << 20); break;
-  case OPT_KEY_SPACE: cfg->key_space_size = parse_long("key-space-size", arg, 1, 1L << 40); break;
+  case OPT_KEY_SIZE:
+    cfg->key_size = (int)parse_long("key-size", arg, 1, 4096);
+    cfg->key_size_set = 1;
+    break;
+  case OPT_VAL_SIZE:
+    cfg->val_size = (int)parse_long("val-size", arg, 0, 16 << 20);
+    cfg->val_size_set = 1;
+    break;
+  case OPT_KEY_SPACE:
+    cfg->key_space_size = parse_long("key-space-size", arg, 1, 1L << 40);
+    cfg->key_space_set = 1;
+    break;
   case OPT_SEQ: cfg->sequential_keys = 1; break;
   case OPT_CONSISTENCY:
     if (strcmp(arg, "l") != 0 && strcmp(arg, "s") != 0) {
@@ -149,8 +242,38 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
   case OPT_CERT: cfg->cert = arg; break;
   case OPT_KEY: cfg->key = arg; break;
   case OPT_INSECURE: cfg->insecure_skip_tls_verify = 1; break;
+  case OPT_RW_RATIO: cfg->rw_ratio = parse_double("rw-ratio", arg); break;
+  case OPT_DURATION: cfg->duration_s = parse_duration(arg); break;
+  case OPT_TARGET_LEADER: cfg->target_leader = 1; break;
+  case OPT_STREAMS: cfg->streams = (int)parse_long("streams", arg, 1, 1000000); break;
+  case OPT_WATCH_PER_STREAM:
+    cfg->watch_per_stream = (int)parse_long("watch-per-stream", arg, 1, 1000000);
+    break;
+  case OPT_WATCHED_KEY_TOTAL:
+    cfg->watched_key_total = parse_long("watched-key-total", arg, 1, 1000000);
+    break;
+  case OPT_PUT_TOTAL: cfg->put_total = parse_long("put-total", arg, 1, 1000000000); break;
+  case OPT_PUT_RATE: cfg->put_rate = (double)parse_long("put-rate", arg, 0, 100000000); break;
   case OPT_HELP: usage(stdout); exit(0);
   default: usage(stderr); exit(2);
+  }
+}
+
+/* Defaults that differ per command in etcd's tool, unless given. */
+static void apply_scenario_defaults(bench_cfg *cfg) {
+  int watchy = cfg->scenario == BENCH_WATCH || cfg->scenario == BENCH_WATCH_LATENCY;
+  if (cfg->limit < 0) cfg->limit = cfg->scenario == BENCH_TXN_MIXED ? 1000 : 0;
+  if (cfg->scenario == BENCH_TXN_MIXED) cfg->txn_ops = 1; /* one op per Txn */
+  if (cfg->watch_per_stream < 0) cfg->watch_per_stream = cfg->scenario == BENCH_WATCH ? 100 : 10;
+  if (cfg->put_rate < 0) cfg->put_rate = cfg->scenario == BENCH_WATCH_LATENCY ? 100 : 0;
+  if (watchy && !cfg->key_size_set) cfg->key_size = 32;
+  if (cfg->scenario == BENCH_WATCH_LATENCY && !cfg->val_size_set) cfg->val_size = 32;
+  /* watch: etcd's tool puts "data"; ours carries the put's number */
+  if (cfg->scenario == BENCH_WATCH && !cfg->val_size_set) cfg->val_size = 8;
+  if (watchy && cfg->val_size < 8) {
+    fprintf(stderr, "cetcd-bench: %s needs --val-size >= 8 (the put's number is in the value)\n",
+            cfg->scenario_name);
+    exit(2);
   }
 }
 
@@ -163,6 +286,13 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
   cfg->key_size = cfg->val_size = 8;
   cfg->key_space_size = 1;
   cfg->txn_ops = 1;
+  cfg->limit = -1; /* per scenario, below */
+  cfg->rw_ratio = 1;
+  cfg->streams = 10;
+  cfg->watch_per_stream = -1;
+  cfg->watched_key_total = 1;
+  cfg->put_total = 1000;
+  cfg->put_rate = -1;
   int opt;
   while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     if (opt == 'h') opt = OPT_HELP;
@@ -178,23 +308,35 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
     cfg->scenario = BENCH_RANGE;
     cfg->range_key = pos[1];
     cfg->range_end = npos == 3 ? pos[2] : NULL;
+  } else if (npos >= 2 && npos <= 3 && strcmp(pos[0], "txn-mixed") == 0) {
+    cfg->scenario = BENCH_TXN_MIXED;
+    cfg->range_key = pos[1];
+    cfg->range_end = npos == 3 ? pos[2] : NULL;
+  } else if (npos == 1 && strcmp(pos[0], "watch") == 0) {
+    cfg->scenario = BENCH_WATCH;
+  } else if (npos == 1 && strcmp(pos[0], "watch-latency") == 0) {
+    cfg->scenario = BENCH_WATCH_LATENCY;
   } else {
-    if (npos >= 1 && strcmp(pos[0], "range") == 0)
-      fprintf(stderr, "cetcd-bench: range takes KEY [END]\n");
+    if (npos >= 1 && (strcmp(pos[0], "range") == 0 || strcmp(pos[0], "txn-mixed") == 0))
+      fprintf(stderr, "cetcd-bench: %s takes KEY [END]\n", pos[0]);
     usage(stderr);
     exit(2);
   }
   cfg->scenario_name = pos[0];
   if (cfg->threads > cfg->conns) cfg->threads = cfg->conns; /* a loop needs a connection */
+  apply_scenario_defaults(cfg);
 }
 
 int main(int argc, char **argv) {
   bench_cfg cfg = {0};
   bench_result res = {0};
   parse_args(&cfg, argc, argv);
+  if (cfg.target_leader && bench_target_leader(&cfg) != 0) return 1;
   if (bench_run(&cfg, &res) != 0) return 1;
   if (cfg.json) bench_report_json(&cfg, &res);
   else bench_report_text(&cfg, &res);
   free(res.lat);
+  free(res.lat_kind);
+  if (res.extra_free) res.extra_free(res.extra);
   return res.failed == 0 ? 0 : 1;
 }

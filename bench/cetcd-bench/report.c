@@ -20,30 +20,27 @@
 #include "bench/cetcd-bench/bench.h"
 #include "cli/client/client.h"
 
-static const double pctls[] = {10, 25, 50, 75, 90, 95, 99, 99.9};
-#define N_PCTLS (sizeof pctls / sizeof pctls[0])
-
-typedef struct stats {
-  double *lats; /* successful latencies, sorted */
-  long n;
-  double fastest, slowest, average, stddev, rps;
-  double pct[N_PCTLS];
-} stats;
+const double bench_pctls[BENCH_N_PCTLS] = {10, 25, 50, 75, 90, 95, 99, 99.9};
+#define pctls bench_pctls
+#define N_PCTLS BENCH_N_PCTLS
+typedef bench_stats stats;
 
 static int cmp_double(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
   return (x > y) - (x < y);
 }
 
-static void stats_compute(const bench_cfg *cfg, const bench_result *res, stats *s) {
+void bench_stats_compute(const double *lat, const uint8_t *kind, int want_kind, long n,
+                         double wall_s, bench_stats *s) {
   memset(s, 0, sizeof *s);
-  s->lats = malloc(sizeof(double) * (size_t)(cfg->total > 0 ? cfg->total : 1));
+  s->lats = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
   if (!s->lats) return;
   double sum = 0;
-  for (long i = 0; i < res->issued && i < cfg->total; i++) {
-    if (res->lat[i] < 0) continue;
-    s->lats[s->n++] = res->lat[i];
-    sum += res->lat[i];
+  for (long i = 0; i < n; i++) {
+    if (lat[i] < 0) continue;
+    if (kind && want_kind >= 0 && kind[i] != want_kind) continue;
+    s->lats[s->n++] = lat[i];
+    sum += lat[i];
   }
   if (s->n == 0) return;
   qsort(s->lats, (size_t)s->n, sizeof(double), cmp_double);
@@ -53,11 +50,51 @@ static void stats_compute(const bench_cfg *cfg, const bench_result *res, stats *
   s->stddev = sqrt(var / (double)s->n);
   s->fastest = s->lats[0];
   s->slowest = s->lats[s->n - 1];
-  s->rps = res->wall_s > 0 ? (double)s->n / res->wall_s : 0;
+  s->rps = wall_s > 0 ? (double)s->n / wall_s : 0;
   size_t j = 0;
   for (long i = 0; i < s->n && j < N_PCTLS; i++) {
     if ((double)i * 100.0 / (double)s->n >= pctls[j]) s->pct[j++] = s->lats[i];
   }
+}
+
+/* The same figures from a histogram: the percentile is the sample at the
+ * first rank i with i * 100 / n >= p, as above, read from its bucket. */
+void bench_stats_from_hist(const bench_hist *h, double wall_s, bench_stats *s) {
+  memset(s, 0, sizeof *s);
+  s->hist = h;
+  s->n = h ? bench_hist_count(h) : 0;
+  if (s->n == 0) return;
+  s->fastest = bench_hist_min(h);
+  s->slowest = bench_hist_max(h);
+  s->average = bench_hist_mean(h);
+  s->stddev = bench_hist_stddev(h);
+  s->rps = wall_s > 0 ? (double)s->n / wall_s : 0;
+  for (size_t j = 0; j < N_PCTLS; j++) {
+    long r = (long)ceil(pctls[j] * (double)s->n / 100.0);
+    if (r < s->n) s->pct[j] = bench_hist_at_rank(h, r);
+  }
+}
+
+static void stats_compute(const bench_cfg *cfg, const bench_result *res, stats *s) {
+  (void)cfg;
+  if (res->hist) bench_stats_from_hist(res->hist, res->wall_s, s);
+  else bench_stats_compute(res->lat, NULL, -1, res->n_lat, res->wall_s, s);
+}
+
+void bench_stats_json(const char *name, const bench_stats *s) {
+  printf("\"%s\":{\"count\":%ld,\"requests_per_sec\":%.4f,\"fastest\":%.6f,\"slowest\":%.6f,"
+         "\"average\":%.6f,\"stddev\":%.6f", name, s->n, s->rps, s->fastest, s->slowest,
+         s->average, s->stddev);
+  for (size_t i = 0; i < N_PCTLS; i++) {
+    if (s->pct[i] > 0) printf(",\"p%g\":%.6f", pctls[i], s->pct[i]);
+    else printf(",\"p%g\":null", pctls[i]);
+  }
+  putchar('}');
+}
+
+void bench_stats_text(const char *name, const bench_stats *s) {
+  printf("%s: %ld, %.1f/s, average %.4f, p50 %.4f, p90 %.4f, p99 %.4f, slowest %.4f secs.\n",
+         name, s->n, s->rps, s->average, s->pct[2], s->pct[4], s->pct[6], s->slowest);
 }
 
 double bench_proc_cpu_s(int pid) {
@@ -104,7 +141,7 @@ static void print_histogram(const stats *s) {
   buckets[BC] = s->slowest;
   int bi = 0;
   long max = 0;
-  for (long i = 0; i < s->n;) {
+  for (long i = 0; s->lats && i < s->n;) {
     if (s->lats[i] <= buckets[bi]) {
       i++;
       if (++counts[bi] > max) max = counts[bi];
@@ -113,6 +150,13 @@ static void print_histogram(const stats *s) {
     } else {
       break; /* cannot happen: the last bucket is the slowest sample */
     }
+  }
+  long prev = 0;
+  for (int i = 0; s->hist && i <= BC; i++) { /* at bucket resolution */
+    long le = i == BC ? s->n : bench_hist_count_le(s->hist, buckets[i]);
+    counts[i] = le - prev;
+    prev = le;
+    if (counts[i] > max) max = counts[i];
   }
   printf("\nResponse time histogram:\n");
   for (int i = 0; i <= BC; i++) {
@@ -152,7 +196,7 @@ void bench_report_text(const bench_cfg *cfg, bench_result *res) {
   }
   print_errors(res);
   double cpu = res->cpu_user_s + res->cpu_sys_s;
-  printf("\nRequests: %ld ok, %ld failed, of %ld\n", res->ok, res->failed, cfg->total);
+  printf("\nRequests: %ld ok, %ld failed, of %ld\n", res->ok, res->failed, res->issued);
   if (res->connect_failed)
     printf("Connections that failed to come up: %d of %d\n", res->connect_failed, cfg->conns);
   printf("Bench CPU:\t%.3f secs (user %.3f, sys %.3f), %.2f ms per 1000 requests.\n", cpu,
@@ -165,6 +209,7 @@ void bench_report_text(const bench_cfg *cfg, bench_result *res) {
       printf(", %.2f ms per 1000 requests", res->server_cpu_s * 1e6 / (double)res->issued);
     printf(".\n");
   }
+  if (res->extra_text) res->extra_text(cfg, res);
   free(s.lats);
 }
 
@@ -184,9 +229,36 @@ static void json_params(const bench_cfg *cfg) {
     if (i) putchar(',');
     json_string(cfg->endpoints[i]);
   }
-  printf("],\"conns\":%d,\"clients\":%d,\"threads\":%d,\"total\":%ld,\"rate\":%g", cfg->conns,
-         cfg->clients, cfg->threads, cfg->total, cfg->rate);
-  if (cfg->scenario == BENCH_PUT) {
+  printf("],\"conns\":%d,\"clients\":%d,\"threads\":%d,", cfg->conns, cfg->clients,
+         cfg->threads);
+  if (cfg->duration_s > 0) printf("\"total\":null"); /* the duration decides */
+  else printf("\"total\":%ld", cfg->total);
+  printf(",\"rate\":%g", cfg->rate);
+  if (cfg->duration_s > 0) printf(",\"duration_secs\":%g", cfg->duration_s);
+  if (cfg->target_leader) printf(",\"target_leader\":true");
+  if (cfg->scenario == BENCH_WATCH || cfg->scenario == BENCH_WATCH_LATENCY) {
+    printf(",\"streams\":%d,\"%s\":%d,\"put_total\":%ld,\"put_rate\":%g,\"key_size\":%d,"
+           "\"key_space_size\":%ld",
+           cfg->streams, cfg->scenario == BENCH_WATCH ? "watch_per_stream" : "watchers_per_stream",
+           cfg->watch_per_stream, cfg->put_total, cfg->put_rate, cfg->key_size,
+           cfg->key_space_size);
+    if (cfg->scenario == BENCH_WATCH)
+      printf(",\"watched_key_total\":%ld,\"sequential_keys\":%s", cfg->watched_key_total,
+             cfg->sequential_keys ? "true" : "false");
+    else
+      printf(",\"val_size\":%d", cfg->val_size);
+  } else if (cfg->scenario == BENCH_TXN_MIXED) {
+    printf(",\"key\":");
+    json_string(cfg->range_key);
+    if (cfg->range_end) {
+      printf(",\"range_end\":");
+      json_string(cfg->range_end);
+    }
+    printf(",\"rw_ratio\":%g,\"consistency\":\"%s\",\"limit\":%ld,\"key_size\":%d,"
+           "\"val_size\":%d,\"key_space_size\":%ld",
+           cfg->rw_ratio, cfg->serializable ? "s" : "l", cfg->limit, cfg->key_size,
+           cfg->val_size, cfg->key_space_size);
+  } else if (cfg->scenario == BENCH_PUT) {
     printf(",\"key_size\":%d,\"val_size\":%d,\"key_space_size\":%ld,\"sequential_keys\":%s",
            cfg->key_size, cfg->val_size, cfg->key_space_size,
            cfg->sequential_keys ? "true" : "false");
@@ -236,6 +308,7 @@ void bench_report_json(const bench_cfg *cfg, bench_result *res) {
     printf(",\"server\":{\"pid\":%d,\"peak_rss_kb\":%ld,\"rss_kb\":%ld,\"cpu_secs\":%.4f}",
            cfg->server_pid, res->server_hwm_kb, res->server_rss_kb, res->server_cpu_s);
   }
+  if (res->extra_json) res->extra_json(cfg, res);
   printf("}\n");
   free(s.lats);
 }

@@ -7,8 +7,16 @@
  * one thread and nothing on the hot path is shared but two atomic counters.
  *
  * Every request takes a ticket (0 .. total-1) from a shared counter. The
- * ticket decides the key (--sequential-keys) and the slot in the latency
- * array (each slot is written by exactly one thread, so no lock).
+ * ticket decides the key (--sequential-keys). Each thread appends its
+ * latencies to its own array (no lock); the arrays are joined at the end.
+ * With --duration the tickets are unbounded and a client stops taking
+ * them once the duration has passed.
+ *
+ * txn-mixed (etcd's tool's txn-mixed): each request is a read with
+ * probability rw_ratio / (1 + rw_ratio), else a write; a read is a Txn
+ * whose one op is `range KEY [END]` (--limit, --consistency), a write a
+ * Txn whose one op puts key (ticket mod key space) as txn-put does. The
+ * read Txn is encoded once. Reads and writes are also reported apart.
  *
  * --rate is a token bucket of depth one, as the golang.org/x/time/rate
  * limiter etcd's tool uses: each request takes the next start slot,
@@ -20,6 +28,7 @@
  * Connections are established before the clock starts, as etcd's benchmark
  * tool dials its clients first.
  */
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,6 +54,7 @@ typedef struct bench_client {
   double due; /* --rate: start slot */
   uint64_t rng;
   struct bench_client *wait_next;
+  int is_write;  /* txn-mixed: this request is a write */
   uint8_t *key; /* key_size bytes (put), key_size * txn_ops (txn-put) */
   /* txn-put: the request's parts, built once per client */
   Etcdserverpb__PutRequest *txn_puts;
@@ -60,6 +70,8 @@ typedef struct bench_shared {
   _Atomic int64_t next_slot_ns; /* --rate: the next free start slot */
   int progress;          /* draw it: stderr is a terminal */
   double t0;
+  double deadline;       /* --duration: no new request after this (0 = off) */
+  long total;            /* tickets: cfg->total, or unbounded with --duration */
   uint8_t *value; /* val_size bytes, the same for every put */
   /* The request encoded once (range: all of it; put: with the key to be
    * overwritten at tmpl_key_off), so the hot path copies instead of
@@ -79,17 +91,23 @@ struct bench_thread {
   bench_client *wait_head, *wait_tail; /* --rate: clients waiting for their slot */
   bench_errs errs;
   long ok, failed;
+  double *lat;      /* this thread's latencies (< 0: failed) */
+  uint8_t *kind;    /* txn-mixed: 1 = write, per lat entry */
+  long n_lat, cap_lat;
+  int lat_oom;      /* latencies lost because memory ran out */
   double last_done;
   int index;
   uint8_t *scratch; /* put: the template with this request's key */
   pthread_t tid;
 };
 
-static double now_s(void) {
+double bench_now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+static double now_s(void) { return bench_now_s(); }
 
 void bench_errs_add(bench_errs *errs, int status, const char *message, long count) {
   for (int i = 0; i < errs->n; i++) {
@@ -109,7 +127,7 @@ void bench_errs_add(bench_errs *errs, int status, const char *message, long coun
   e->count = count;
 }
 
-static uint64_t rng_next(uint64_t *s) {
+uint64_t bench_rng_next(uint64_t *s) {
   /* xorshift64*: plenty for picking keys */
   uint64_t x = *s;
   x ^= x >> 12;
@@ -119,9 +137,12 @@ static uint64_t rng_next(uint64_t *s) {
   return x * 2685821657736338717ull;
 }
 
+#define rng_next bench_rng_next
+#define put_varint bench_put_varint
+
 /* Go's binary.PutVarint (zigzag, then base-128), truncated to `cap` bytes:
  * the key encoding of etcd's benchmark tool. */
-static void put_varint(uint8_t *dst, size_t cap, int64_t x) {
+void bench_put_varint(uint8_t *dst, size_t cap, int64_t x) {
   uint64_t ux = (uint64_t)x << 1;
   if (x < 0) ux = ~ux;
   size_t i = 0;
@@ -147,16 +168,35 @@ static double rate_take_slot(bench_shared *sh) {
   return (double)slot * 1e-9;
 }
 
+/* Appends one latency (< 0: failed) to the thread's array. */
+static void thread_add_lat(bench_thread *t, double lat, int is_write) {
+  if (t->n_lat == t->cap_lat) {
+    long cap = t->cap_lat ? t->cap_lat * 2 : 4096;
+    double *l = realloc(t->lat, sizeof *l * (size_t)cap);
+    if (l) t->lat = l;
+    uint8_t *k = t->kind || t->sh->cfg->scenario == BENCH_TXN_MIXED
+                     ? realloc(t->kind, (size_t)cap) : NULL;
+    if (k) t->kind = k;
+    if (!l || (t->sh->cfg->scenario == BENCH_TXN_MIXED && !k)) {
+      t->lat_oom++;
+      return;
+    }
+    t->cap_lat = cap;
+  }
+  if (t->kind) t->kind[t->n_lat] = (uint8_t)is_write;
+  t->lat[t->n_lat++] = lat;
+}
+
 static void client_done(bench_client *c, int status, const char *message) {
   bench_thread *t = c->t;
   double end = now_s();
   t->last_done = end;
   if (t->sh->progress) atomic_fetch_add_explicit(&t->sh->completed, 1, memory_order_relaxed);
   if (status == CC_STATUS_OK) {
-    t->sh->res->lat[c->ticket] = end - c->start;
+    thread_add_lat(t, end - c->start, c->is_write);
     t->ok++;
   } else {
-    t->sh->res->lat[c->ticket] = -1.0;
+    thread_add_lat(t, -1.0, c->is_write);
     t->failed++;
     bench_errs_add(&t->errs, status, message, 1);
   }
@@ -184,7 +224,14 @@ static void client_send(bench_client *c) {
   const bench_cfg *cfg = c->t->sh->cfg;
   int rv;
   c->start = now_s();
-  if (cfg->scenario == BENCH_TXN_PUT) {
+  if (cfg->scenario == BENCH_TXN_MIXED) {
+    /* etcd's tool: read with probability rw / (1 + rw) */
+    double u = (double)(rng_next(&c->rng) >> 11) * 0x1p-53;
+    c->is_write = !(u < cfg->rw_ratio / (1.0 + cfg->rw_ratio));
+    bench_shared *sh = c->t->sh;
+    rv = c->is_write ? client_send_txn(c)
+                     : cc_unary_raw(c->conn, CC_PATH_TXN, sh->tmpl, sh->tmpl_len, on_reply, c);
+  } else if (cfg->scenario == BENCH_TXN_PUT) {
     rv = client_send_txn(c);
   } else if (cfg->scenario == BENCH_PUT) {
     long k = cfg->sequential_keys ? c->ticket % cfg->key_space_size
@@ -220,10 +267,39 @@ static uint8_t *pack_alloc(const ProtobufCMessage *m, size_t *len) {
   return p;
 }
 
+/* txn-mixed's read: a Txn with one range op. KEY "" without END reads
+ * the whole key space, as etcd's tool's read (key and end "\0"). */
+static int shared_make_read_txn(bench_shared *sh) {
+  const bench_cfg *cfg = sh->cfg;
+  static uint8_t zero = 0;
+  Etcdserverpb__RangeRequest rr = ETCDSERVERPB__RANGE_REQUEST__INIT;
+  rr.key.data = (uint8_t *)cfg->range_key;
+  rr.key.len = strlen(cfg->range_key);
+  if (cfg->range_end) {
+    rr.range_end.data = (uint8_t *)cfg->range_end;
+    rr.range_end.len = strlen(cfg->range_end);
+  } else if (rr.key.len == 0) {
+    rr.key.data = rr.range_end.data = &zero;
+    rr.key.len = rr.range_end.len = 1;
+  }
+  rr.serializable = cfg->serializable ? 1 : 0;
+  rr.limit = cfg->limit;
+  Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+  op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+  op.request_range = &rr;
+  Etcdserverpb__RequestOp *ops[1] = {&op};
+  Etcdserverpb__TxnRequest req = ETCDSERVERPB__TXN_REQUEST__INIT;
+  req.n_success = 1;
+  req.success = ops;
+  sh->tmpl = pack_alloc(&req.base, &sh->tmpl_len);
+  return sh->tmpl ? 0 : -1;
+}
+
 /* Encodes the scenario's request once (see bench_shared.tmpl). Returns -1
  * only if memory ran out. */
 static int shared_make_template(bench_shared *sh) {
   const bench_cfg *cfg = sh->cfg;
+  if (cfg->scenario == BENCH_TXN_MIXED) return shared_make_read_txn(sh);
   if (cfg->scenario == BENCH_RANGE) {
     Etcdserverpb__RangeRequest req = ETCDSERVERPB__RANGE_REQUEST__INIT;
     req.key.data = (uint8_t *)cfg->range_key;
@@ -270,7 +346,7 @@ static void client_take(bench_client *c) {
   bench_thread *t = c->t;
   bench_shared *sh = t->sh;
   long k = atomic_fetch_add_explicit(&sh->next_ticket, 1, memory_order_relaxed);
-  if (k >= sh->cfg->total) {
+  if (k >= sh->total || (sh->deadline > 0 && now_s() >= sh->deadline)) {
     t->active--;
     return;
   }
@@ -300,13 +376,24 @@ static int thread_release_due(bench_thread *t) {
 }
 
 /* A progress bar on stderr, like etcd's tool shows, when it is a terminal. */
-static void progress_draw(bench_shared *sh, int final) {
-  long done = atomic_load_explicit(&sh->completed, memory_order_relaxed);
-  long total = sh->cfg->total;
+void bench_progress_draw(long done, long total, int final) {
+  if (total <= 0) total = 1;
+  if (done > total) done = total;
   int width = 50, fill = (int)(done * width / total);
   fprintf(stderr, "\r %ld / %ld [", done, total);
   for (int i = 0; i < width; i++) fputc(i < fill ? '=' : (i == fill ? '>' : ' '), stderr);
   fprintf(stderr, "] %3ld%%%s", done * 100 / total, final ? "\n" : "");
+}
+
+/* With --duration the bar counts seconds. */
+static void progress_draw(bench_shared *sh, int final) {
+  if (sh->deadline > 0) {
+    double d = sh->cfg->duration_s, el = now_s() - sh->t0;
+    bench_progress_draw(final ? (long)d : (long)el, (long)d, final);
+    return;
+  }
+  bench_progress_draw(atomic_load_explicit(&sh->completed, memory_order_relaxed),
+                      sh->cfg->total, final);
 }
 
 static void *thread_main(void *arg) {
@@ -330,17 +417,17 @@ static void *thread_main(void *arg) {
   return NULL;
 }
 
-/* Opens this thread's connections and waits (up to 5 s) until they are up. */
-static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
-  for (int j = 0; j < t->n_conns; j++) {
-    int global = index + j * cfg->threads;
+int bench_connect(const bench_cfg *cfg, cc_loop *loop, cc_conn **conns, int n, int first,
+                  int step) {
+  for (int j = 0; j < n; j++) {
+    int global = first + j * step;
     const char *ep = cfg->endpoints[global % cfg->n_endpoints];
     char err[512];
     cc_tls_opts tls = {.ca_file = cfg->cacert, .cert_file = cfg->cert, .key_file = cfg->key,
                        .insecure_skip_verify = cfg->insecure_skip_tls_verify};
     int want_tls = cfg->cacert || cfg->cert || cfg->key || cfg->insecure_skip_tls_verify;
-    t->conns[j] = cc_conn_open_tls(t->loop, ep, want_tls ? &tls : NULL, err, sizeof err);
-    if (!t->conns[j]) {
+    conns[j] = cc_conn_open_tls(loop, ep, want_tls ? &tls : NULL, err, sizeof err);
+    if (!conns[j]) {
       fprintf(stderr, "cetcd-bench: %s\n", err);
       return -1;
     }
@@ -350,15 +437,20 @@ static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
   for (;;) {
     int pending = 0;
     failed = 0;
-    for (int j = 0; j < t->n_conns; j++) {
-      int st = cc_conn_state(t->conns[j]);
+    for (int j = 0; j < n; j++) {
+      int st = cc_conn_state(conns[j]);
       pending += st == CC_CONN_CONNECTING;
       failed += st == CC_CONN_FAILED;
     }
     if (!pending || now_s() > deadline) break;
-    cc_loop_run_once(t->loop, 50);
+    cc_loop_run_once(loop, 50);
   }
   return failed;
+}
+
+/* Opens this thread's connections and waits (up to 5 s) until they are up. */
+static int thread_connect(bench_thread *t, const bench_cfg *cfg, int index) {
+  return bench_connect(cfg, t->loop, t->conns, t->n_conns, index, cfg->threads);
 }
 
 /* The txn-put request's parts; keys point into c->key, rewritten per txn. */
@@ -415,7 +507,9 @@ static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cf
     c->rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1);
     c->key = calloc((size_t)cfg->txn_ops, (size_t)cfg->key_size + 1);
     if (!c->key) return -1;
-    if (cfg->scenario == BENCH_TXN_PUT && client_setup_txn(c, cfg, sh->value) != 0) return -1;
+    if ((cfg->scenario == BENCH_TXN_PUT || cfg->scenario == BENCH_TXN_MIXED) &&
+        client_setup_txn(c, cfg, sh->value) != 0)
+      return -1;
   }
   return 0;
 }
@@ -430,6 +524,8 @@ static void threads_free(bench_thread *ts, int n) {
       free(c->txn_op_ptrs);
     }
     free(ts[i].clients);
+    free(ts[i].lat);
+    free(ts[i].kind);
     free(ts[i].conns);
     free(ts[i].scratch);
     cc_loop_free(ts[i].loop);
@@ -439,6 +535,23 @@ static void threads_free(bench_thread *ts, int n) {
 
 static double rusage_s(const struct timeval *tv) {
   return (double)tv->tv_sec + (double)tv->tv_usec * 1e-6;
+}
+
+/* Joins the threads' latency arrays into res->lat (and lat_kind). */
+static int threads_join_lat(bench_thread *ts, const bench_cfg *cfg, bench_result *res) {
+  long n = 0;
+  for (int i = 0; i < cfg->threads; i++) n += ts[i].n_lat;
+  res->lat = malloc(sizeof *res->lat * (size_t)(n ? n : 1));
+  if (cfg->scenario == BENCH_TXN_MIXED) res->lat_kind = malloc((size_t)(n ? n : 1));
+  if (!res->lat || (cfg->scenario == BENCH_TXN_MIXED && !res->lat_kind)) return -1;
+  for (int i = 0; i < cfg->threads; i++) {
+    memcpy(res->lat + res->n_lat, ts[i].lat, sizeof *res->lat * (size_t)ts[i].n_lat);
+    if (res->lat_kind) memcpy(res->lat_kind + res->n_lat, ts[i].kind, (size_t)ts[i].n_lat);
+    res->n_lat += ts[i].n_lat;
+    if (ts[i].lat_oom) bench_errs_add(&res->errs, CC_STATUS_RESOURCE_EXHAUSTED,
+                                      "bench out of memory: latencies not kept", ts[i].lat_oom);
+  }
+  return 0;
 }
 
 static void threads_collect(bench_thread *ts, const bench_cfg *cfg, bench_result *res,
@@ -457,13 +570,79 @@ static void threads_collect(bench_thread *ts, const bench_cfg *cfg, bench_result
   res->wall_s = last - t0;
 }
 
+void bench_usage_begin(const bench_cfg *cfg, bench_usage *u) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  u->user_s = rusage_s(&ru.ru_utime);
+  u->sys_s = rusage_s(&ru.ru_stime);
+  u->srv_cpu_s = cfg->server_pid ? bench_proc_cpu_s(cfg->server_pid) : -1;
+}
+
+void bench_usage_end(const bench_cfg *cfg, const bench_usage *u, bench_result *res) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  res->cpu_user_s = rusage_s(&ru.ru_utime) - u->user_s;
+  res->cpu_sys_s = rusage_s(&ru.ru_stime) - u->sys_s;
+  res->server_hwm_kb = res->server_rss_kb = -1;
+  res->server_cpu_s = -1;
+  if (cfg->server_pid) {
+    double srv_cpu1 = bench_proc_cpu_s(cfg->server_pid);
+    if (u->srv_cpu_s >= 0 && srv_cpu1 >= 0) res->server_cpu_s = srv_cpu1 - u->srv_cpu_s;
+    res->server_hwm_kb = bench_proc_status_kb(cfg->server_pid, "VmHWM:");
+    res->server_rss_kb = bench_proc_status_kb(cfg->server_pid, "VmRSS:");
+  }
+}
+
+/* txn-mixed: reads and writes apart, as etcd's tool reports them. */
+static void txn_mixed_counts(const bench_result *res, long *r, long *w, long *rf, long *wf) {
+  *r = *w = *rf = *wf = 0;
+  for (long i = 0; i < res->n_lat; i++) {
+    int write = res->lat_kind[i];
+    if (res->lat[i] < 0) (write ? (*wf)++ : (*rf)++);
+    (write ? (*w)++ : (*r)++);
+  }
+}
+
+static void txn_mixed_extra_json(const bench_cfg *cfg, const bench_result *res) {
+  (void)cfg;
+  long r, w, rf, wf;
+  txn_mixed_counts(res, &r, &w, &rf, &wf);
+  printf(",\"extra\":{\"reads\":%ld,\"read_errors\":%ld,\"writes\":%ld,\"write_errors\":%ld,",
+         r, rf, w, wf);
+  bench_stats s;
+  bench_stats_compute(res->lat, res->lat_kind, 0, res->n_lat, res->wall_s, &s);
+  bench_stats_json("read_latency_secs", &s);
+  free(s.lats);
+  putchar(',');
+  bench_stats_compute(res->lat, res->lat_kind, 1, res->n_lat, res->wall_s, &s);
+  bench_stats_json("write_latency_secs", &s);
+  free(s.lats);
+  putchar('}');
+}
+
+static void txn_mixed_extra_text(const bench_cfg *cfg, const bench_result *res) {
+  (void)cfg;
+  long r, w, rf, wf;
+  txn_mixed_counts(res, &r, &w, &rf, &wf);
+  printf("Total Read Ops: %ld (%ld failed), Total Write Ops: %ld (%ld failed)\n", r, rf, w, wf);
+  bench_stats s;
+  bench_stats_compute(res->lat, res->lat_kind, 0, res->n_lat, res->wall_s, &s);
+  bench_stats_text("Reads", &s);
+  free(s.lats);
+  bench_stats_compute(res->lat, res->lat_kind, 1, res->n_lat, res->wall_s, &s);
+  bench_stats_text("Writes", &s);
+  free(s.lats);
+}
+
 int bench_run(const bench_cfg *cfg, bench_result *res) {
+  if (cfg->scenario == BENCH_WATCH || cfg->scenario == BENCH_WATCH_LATENCY)
+    return bench_watch_run(cfg, res);
   int rc = -1;
   bench_shared sh = {.cfg = cfg, .res = res};
   bench_thread *ts = calloc((size_t)cfg->threads, sizeof *ts);
-  res->lat = calloc((size_t)cfg->total, sizeof *res->lat);
+  sh.total = cfg->duration_s > 0 ? LONG_MAX : cfg->total;
   sh.value = malloc((size_t)cfg->val_size + 1);
-  if (!ts || !res->lat || !sh.value) {
+  if (!ts || !sh.value) {
     fprintf(stderr, "cetcd-bench: out of memory\n");
     goto out;
   }
@@ -478,10 +657,21 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
   }
   if (threads_setup(ts, &sh, cfg) != 0) goto out;
 
-  struct rusage ru0, ru1;
-  getrusage(RUSAGE_SELF, &ru0);
-  double srv_cpu0 = cfg->server_pid ? bench_proc_cpu_s(cfg->server_pid) : -1;
+  for (int i = 0; i < cfg->threads && cfg->duration_s <= 0; i++) {
+    /* room for the thread's share, so the hot path never reallocates */
+    ts[i].cap_lat = cfg->total / cfg->threads + cfg->clients + 1;
+    ts[i].lat = malloc(sizeof *ts[i].lat * (size_t)ts[i].cap_lat);
+    if (cfg->scenario == BENCH_TXN_MIXED) ts[i].kind = malloc((size_t)ts[i].cap_lat);
+    if (!ts[i].lat || (cfg->scenario == BENCH_TXN_MIXED && !ts[i].kind)) {
+      fprintf(stderr, "cetcd-bench: out of memory\n");
+      goto out;
+    }
+  }
+
+  bench_usage usage;
+  bench_usage_begin(cfg, &usage);
   sh.t0 = now_s();
+  if (cfg->duration_s > 0) sh.deadline = sh.t0 + cfg->duration_s;
   if (cfg->threads == 1) {
     thread_main(&ts[0]);
   } else {
@@ -493,17 +683,15 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
     for (int i = 0; i < cfg->threads; i++) pthread_join(ts[i].tid, NULL);
   }
   if (sh.progress) progress_draw(&sh, 1);
-  getrusage(RUSAGE_SELF, &ru1);
-  res->cpu_user_s = rusage_s(&ru1.ru_utime) - rusage_s(&ru0.ru_utime);
-  res->cpu_sys_s = rusage_s(&ru1.ru_stime) - rusage_s(&ru0.ru_stime);
+  bench_usage_end(cfg, &usage, res);
   threads_collect(ts, cfg, res, sh.t0);
-  res->server_hwm_kb = res->server_rss_kb = -1;
-  res->server_cpu_s = -1;
-  if (cfg->server_pid) {
-    double srv_cpu1 = bench_proc_cpu_s(cfg->server_pid);
-    if (srv_cpu0 >= 0 && srv_cpu1 >= 0) res->server_cpu_s = srv_cpu1 - srv_cpu0;
-    res->server_hwm_kb = bench_proc_status_kb(cfg->server_pid, "VmHWM:");
-    res->server_rss_kb = bench_proc_status_kb(cfg->server_pid, "VmRSS:");
+  if (threads_join_lat(ts, cfg, res) != 0) {
+    fprintf(stderr, "cetcd-bench: out of memory\n");
+    goto out;
+  }
+  if (cfg->scenario == BENCH_TXN_MIXED) {
+    res->extra_json = txn_mixed_extra_json;
+    res->extra_text = txn_mixed_extra_text;
   }
   rc = 0;
 out:

@@ -6,7 +6,10 @@
 # `cetcd-bench put` (2000 requests, 50 clients over 5 conns, 100 sequential
 # 8-byte keys, 256-byte values) must report 2000 ok and 0 errors, and
 # `etcdctl` must then count the 100 keys and see 256-byte values; `range`
-# runs (linearizable and serializable) and a txn-put run must succeed. A dead endpoint must
+# runs (linearizable and serializable) and a txn-put run must succeed; so must short
+# txn-mixed, watch and watch-latency runs (10 streams x 10 watchers, 50 puts), whose
+# JSON must show ok == requests, errors == 0 and, for the watch scenarios, every
+# event received in order. A dead endpoint must
 # show up as counted Unavailable errors and exit status 1. Then TLS: etcd on
 # an https URL with a fresh self-signed certificate (openssl CLI); a put run
 # with --cacert must succeed, one without must fail certificate verification.
@@ -84,6 +87,60 @@ stop() {
 
 json_num() { sed -n "s/.*\"$1\":\\([-0-9.e+]*\\).*/\\1/p"; }
 
+# expect_ok NAME WHAT JSON [EXTRA FIELD VALUE...]: ok == requests, errors == 0
+expect_ok() {
+  local name=$1 what=$2 out=$3 req ok errs
+  shift 3
+  req=$(echo "$out" | json_num requests)
+  ok=$(echo "$out" | json_num ok)
+  errs=$(echo "$out" | json_num errors)
+  [ -n "$req" ] && [ "$req" -gt 0 ] && [ "$ok" = "$req" ] && [ "$errs" = 0 ] ||
+    { echo "FAIL($name): $what: requests=$req ok=$ok errors=$errs"; return 1; }
+  while [ $# -ge 2 ]; do
+    [ "$(echo "$out" | json_num "$1")" = "$2" ] || { echo "FAIL($name): $what: $1 is not $2"; return 1; }
+    shift 2
+  done
+  for f in '"scenario"' '"parameters":{' '"error_distribution":[' '"total_secs"' '"requests_per_sec"' \
+    '"latency_secs":{' '"p99.9"' '"bench_cpu_secs"' '"bench_cpu_ms_per_1000"' '"extra":{'; do
+    echo "$out" | grep -qF "$f" || { echo "FAIL($name): $what: JSON lacks $f"; return 1; }
+  done
+}
+
+check_new_scenarios() {
+  local name=$1 out
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --conns 2 --clients 10 --format json \
+    txn-mixed smoke-ready --total 400 --rw-ratio 1 --key-size 8 --val-size 64 --key-space-size 50) || true
+  echo "$out"
+  expect_ok "$name" txn-mixed "$out" || return 1
+  echo "$out" | grep -qF '"read_latency_secs":{' || { echo "FAIL($name): txn-mixed: no read figures"; return 1; }
+  # with --duration the run is bounded by time, not by --total
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --clients 4 --format json \
+    txn-mixed "" --total 1000000000 --duration 500ms --key-space-size 20) || true
+  expect_ok "$name" "txn-mixed --duration" "$out" || return 1
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --format json \
+    watch --streams 10 --watch-per-stream 10 --put-total 50) || true
+  echo "$out"
+  # 100 watchers of one key, 50 puts: 5000 events
+  expect_ok "$name" watch "$out" requests 100 events_expected 5000 events_ok 5000 || return 1
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --format json \
+    watch-latency --streams 10 --watchers-per-stream 10 --put-total 50 --put-rate 100 \
+    --key-size 8 --val-size 256) || true
+  echo "$out"
+  expect_ok "$name" watch-latency "$out" requests 5000 puts 50 events_missing 0 || return 1
+  # --target-leader: Maintenance.Status names the leader; a server without
+  # Status must be reported as such, not hang or crash
+  local rc=0 err="$TMP/leader.err"
+  timeout 30 "$BENCH" --endpoints "$EP" --target-leader put --total 10 >/dev/null 2>"$err" || rc=$?
+  if [ $rc = 0 ]; then
+    grep -q "using .*the leader" "$err" || { echo "FAIL($name): --target-leader did not say which"; return 1; }
+  else
+    grep -q "Maintenance.Status on .* failed" "$err" ||
+      { echo "FAIL($name): --target-leader failed without saying why (rc=$rc):"; cat "$err"; return 1; }
+    [ "$name" != etcd ] || { echo "FAIL(etcd): --target-leader must work against etcd"; cat "$err"; return 1; }
+    echo "NOTE($name): --target-leader: $(cat "$err")"
+  fi
+}
+
 check_server() {
   local name=$1 out ok errs n
   echo "== $name at $EP"
@@ -115,6 +172,7 @@ check_server() {
   ok=$(echo "$out" | json_num ok)
   errs=$(echo "$out" | json_num errors)
   [ "$ok" = 200 ] && [ "$errs" = 0 ] || { echo "FAIL($name): txn-put: ok=$ok errors=$errs"; return 1; }
+  check_new_scenarios "$name" || return 1
   # The text report carries etcd's summary shape.
   out=$(timeout 60 "$BENCH" --endpoints "$EP" put --total 200)
   for want in "Summary:" "Requests/sec:" "Response time histogram:" "Latency distribution:" "99% in" "Bench CPU:"; do
