@@ -7,6 +7,7 @@
  *                                     --limit N --count-only --rate R]
  *   cetcd-bench [global flags] txn-put [--total N --txn-ops N --key-size B
  *                                     --val-size B --key-space-size N --rate R]
+ *   cetcd-bench compare ...            (A against B, side by side: compare.c)
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
@@ -23,6 +24,7 @@
 #include <string.h>
 
 #include "bench/cetcd-bench/bench.h"
+#include "bench/cetcd-bench/compare.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -32,6 +34,7 @@ static void usage(FILE *f) {
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
           "  txn-put        Benchmark txn-put\n"
+          "  compare ...    A against B, side by side (cetcd-bench compare --help)\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
@@ -189,6 +192,8 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  /* `cetcd-bench compare ...` orchestrates runs of this binary (compare.c). */
+  if (argc > 1 && strcmp(argv[1], "compare") == 0) return compare_main(argc - 1, argv + 1);
   bench_cfg cfg = {0};
   bench_result res = {0};
   parse_args(&cfg, argc, argv);
