@@ -114,16 +114,21 @@ static void write_row(FILE *f, const cmp_scenario *s, int rounds) {
 
 /* What is wrong with a scenario: failed sides and errors, one line each. */
 static void write_notes(FILE *f, const cmp_context *ctx, cmp_scenario *const *sc, int n) {
+  const char *sep = "\n"; /* a blank line ends the table */
   for (int i = 0; i < n; i++) {
     cmp_summary sm;
     cmp_summarize(sc[i], ctx->rounds, &sm);
     for (int side = 0; side < 2; side++) {
-      if (sm.measured[side] < ctx->rounds && sm.reason[side])
-        fprintf(f, "- %s: %s measured in %d of %d rounds: %s\n", sc[i]->label, ctx->name[side],
-                sm.measured[side], ctx->rounds, sm.reason[side]);
-      if (sm.errors[side])
-        fprintf(f, "- %s: %s had %ld failed requests (%s)\n", sc[i]->label, ctx->name[side],
-                sm.errors[side], sm.top_error[side] ? sm.top_error[side] : "?");
+      if (sm.measured[side] < ctx->rounds && sm.reason[side]) {
+        fprintf(f, "%s- %s: %s measured in %d of %d rounds: %s\n", sep, sc[i]->label,
+                ctx->name[side], sm.measured[side], ctx->rounds, sm.reason[side]);
+        sep = "";
+      }
+      if (sm.errors[side]) {
+        fprintf(f, "%s- %s: %s had %ld failed requests (%s)\n", sep, sc[i]->label,
+                ctx->name[side], sm.errors[side], sm.top_error[side] ? sm.top_error[side] : "?");
+        sep = "";
+      }
     }
   }
 }
