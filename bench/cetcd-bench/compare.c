@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -98,12 +99,12 @@ typedef struct compare_cfg {
   cmp_side side[2];
   int rounds;
   const char *out_dir;
+  const char *data_root; /* fresh data directories are made under it */
   int range_val_size;
   int run_timeout_s, start_timeout_s;
   cmp_scenario *sc[CMP_SCENARIOS_MAX];
   int n_sc;
-  char self[4096]; /* this binary */
-  char tmp[64];    /* fresh data directories live under it */
+  char tmp[256];   /* fresh data directories live under it */
   FILE *results;   /* DIR/results.jsonl */
 } compare_cfg;
 
@@ -129,6 +130,7 @@ static void usage(FILE *f) {
           "  --standard                 the standard comparison (issue 6's table)\n"
           "  --rounds N                 rounds per scenario (default 3)\n"
           "  --out DIR                  where the report goes (default compare-report)\n"
+          "  --data-root DIR            where fresh data directories go (default /tmp)\n"
           "  --range-val-size N         value put under a range scenario's KEY (default 256)\n"
           "  --run-timeout SECS         limit per measurement (default 900)\n"
           "  --start-timeout SECS       limit for a server to serve a put (default 30)\n");
@@ -190,7 +192,7 @@ static long flag_long(const char *flag, const char *s, long min, long max) {
 enum {
   OPT_A_CMD = 1000, OPT_B_CMD, OPT_A_EPS, OPT_B_EPS, OPT_A_PID, OPT_B_PID, OPT_A_NAME,
   OPT_B_NAME, OPT_ROUNDS, OPT_SCENARIO, OPT_STANDARD, OPT_OUT, OPT_RANGE_VAL, OPT_RUN_TIMEOUT,
-  OPT_START_TIMEOUT, OPT_HELP,
+  OPT_START_TIMEOUT, OPT_DATA_ROOT, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -209,6 +211,7 @@ static const struct option long_opts[] = {
     {"range-val-size", required_argument, NULL, OPT_RANGE_VAL},
     {"run-timeout", required_argument, NULL, OPT_RUN_TIMEOUT},
     {"start-timeout", required_argument, NULL, OPT_START_TIMEOUT},
+    {"data-root", required_argument, NULL, OPT_DATA_ROOT},
     {"help", no_argument, NULL, OPT_HELP},
     {NULL, 0, NULL, 0},
 };
@@ -238,6 +241,7 @@ static void parse_flag(compare_cfg *cfg, int opt, const char *arg) {
       if (add_scenario(cfg, standard[i][0], strlen(standard[i][0]), standard[i][1]) != 0) exit(2);
     break;
   case OPT_OUT: cfg->out_dir = arg; break;
+  case OPT_DATA_ROOT: cfg->data_root = arg; break;
   case OPT_RANGE_VAL: cfg->range_val_size = (int)flag_long("range-val-size", arg, 0, 1 << 20); break;
   case OPT_RUN_TIMEOUT: cfg->run_timeout_s = (int)flag_long("run-timeout", arg, 1, 86400); break;
   case OPT_START_TIMEOUT:
@@ -268,6 +272,7 @@ static void default_names(compare_cfg *cfg) {
 static void parse_args(compare_cfg *cfg, int argc, char **argv) {
   cfg->rounds = 3;
   cfg->out_dir = "compare-report";
+  cfg->data_root = "/tmp";
   cfg->range_val_size = 256;
   cfg->run_timeout_s = 900;
   cfg->start_timeout_s = 30;
@@ -368,6 +373,21 @@ static void source_commit(char *out, size_t len) {
 #endif
 }
 
+/* The data directories' file system, since fsync costs what it costs there
+ * (tmpfs: nothing). */
+static void data_fs(const compare_cfg *cfg, char *out, size_t len) {
+  static const struct { long magic; const char *name; } fs[] = {
+      {0xEF53, "ext4"}, {0x01021994, "tmpfs"}, {0x58465342, "xfs"},
+      {0x9123683E, "btrfs"}, {0x794C7630, "overlayfs"}, {0x2FC12FC1, "zfs"},
+  };
+  struct statfs st;
+  const char *name = "unknown file system";
+  if (statfs(cfg->tmp, &st) == 0)
+    for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++)
+      if ((long)st.f_type == fs[i].magic) name = fs[i].name;
+  snprintf(out, len, "%.100s (%s)", cfg->data_root, name);
+}
+
 static void describe_machine(const compare_cfg *cfg, cmp_context *ctx) {
   char mem[64];
   file_field("/proc/cpuinfo", "model name", ctx->cpu, sizeof ctx->cpu);
@@ -382,6 +402,7 @@ static void describe_machine(const compare_cfg *cfg, cmp_context *ctx) {
   strftime(ctx->date, sizeof ctx->date, "%Y-%m-%d %H:%M UTC", gmtime_r(&t, &tm));
   load_average(ctx->load_before, sizeof ctx->load_before);
   source_commit(ctx->commit, sizeof ctx->commit);
+  data_fs(cfg, ctx->data_fs, sizeof ctx->data_fs);
   for (int i = 0; i < 2; i++) {
     const cmp_side *s = &cfg->side[i];
     ctx->name[i] = s->name;
@@ -399,19 +420,19 @@ static void describe_machine(const compare_cfg *cfg, cmp_context *ctx) {
 typedef struct server {
   int pid;          /* 0: not ours (existing endpoints) */
   char endpoint[64];
-  char dir[128];    /* its scratch directory (data dir inside) */
+  char dir[320];    /* its scratch directory (data dir inside) */
   char log[512];
 } server;
 
 /* The command plus etcd's single-member flags, which cetcd takes too. */
 static int server_argv(const cmp_side *side, const server *sv, int p, int q, char **argv,
-                       char bufs[5][192]) {
+                       char bufs[4][384]) {
   int n = 0;
   while (side->cmd[n]) argv[n] = side->cmd[n], n++;
-  snprintf(bufs[0], 192, "%s/data", sv->dir);
-  snprintf(bufs[1], 192, "http://127.0.0.1:%d", p);
-  snprintf(bufs[2], 192, "http://127.0.0.1:%d", q);
-  snprintf(bufs[3], 192, "bench=http://127.0.0.1:%d", q);
+  snprintf(bufs[0], 384, "%s/data", sv->dir);
+  snprintf(bufs[1], 384, "http://127.0.0.1:%d", p);
+  snprintf(bufs[2], 384, "http://127.0.0.1:%d", q);
+  snprintf(bufs[3], 384, "bench=http://127.0.0.1:%d", q);
   char *extra[] = {"--name", "bench", "--data-dir", bufs[0], "--listen-client-urls", bufs[1],
                    "--advertise-client-urls", bufs[1], "--listen-peer-urls", bufs[2],
                    "--initial-advertise-peer-urls", bufs[2], "--initial-cluster", bufs[3]};
@@ -467,7 +488,7 @@ static int server_start(const compare_cfg *cfg, int side_i, int sc_i, int round,
     snprintf(why, why_len, "no free port or scratch directory");
     return -1;
   }
-  char *argv[CMD_ARGS_MAX + 20], bufs[5][192];
+  char *argv[CMD_ARGS_MAX + 20], bufs[4][384];
   server_argv(side, sv, p, q, argv, bufs);
   snprintf(sv->endpoint, sizeof sv->endpoint, "http://127.0.0.1:%d", p);
   sv->pid = proc_spawn(argv, sv->log);
@@ -583,7 +604,7 @@ static void record_run(compare_cfg *cfg, const cmp_scenario *s, int side_i, int 
  * NULL if nothing could be run). */
 static char *measure(compare_cfg *cfg, const cmp_scenario *s, const server *sv, int pid,
                      cmp_run *run) {
-  char *argv[CMP_ARGS_MAX + 10], pid_buf[16], err_path[256];
+  char *argv[CMP_ARGS_MAX + 10], pid_buf[16], err_path[300];
   int n = 0;
   argv[n++] = "cetcd-bench";
   for (int k = 0; k < s->argc; k++) argv[n++] = s->argv[k];
@@ -600,10 +621,12 @@ static char *measure(compare_cfg *cfg, const cmp_scenario *s, const server *sv, 
   snprintf(err_path, sizeof err_path, "%s/bench.err", cfg->tmp);
   char *out = NULL;
   int status = 0;
-  int rc = proc_capture(cfg->self, argv, err_path, cfg->run_timeout_s, &out, &status);
+  /* the forked child's /proc/self/exe is this very binary, even if the
+   * file was rebuilt or removed since compare started */
+  int rc = proc_capture("/proc/self/exe", argv, err_path, cfg->run_timeout_s, &out, &status);
   json_error_t jerr;
   json_t *res = rc == 0 && out ? json_loads(out, JSON_DECODE_ANY, &jerr) : NULL;
-  if (rc < 0) set_reason(run, "cannot run %s", cfg->self);
+  if (rc < 0) set_reason(run, "cannot run cetcd-bench: %s", strerror(errno));
   else if (!res) run_failure(run, rc == 1, status, err_path, cfg->run_timeout_s);
   else run_from_json(res, run);
   json_decref(res);
@@ -666,17 +689,19 @@ static FILE *open_out(const compare_cfg *cfg, const char *name, char *path, size
 
 static int prepare(compare_cfg *cfg) {
   char path[4200];
-  ssize_t n = readlink("/proc/self/exe", cfg->self, sizeof cfg->self - 1);
-  if (n <= 0) return -1;
-  cfg->self[n] = '\0';
   snprintf(path, sizeof path, "%s/logs", cfg->out_dir);
   if ((mkdir(cfg->out_dir, 0755) != 0 && errno != EEXIST) ||
       (mkdir(path, 0755) != 0 && errno != EEXIST)) {
     fprintf(stderr, "cetcd-bench compare: cannot create %s: %s\n", path, strerror(errno));
     return -1;
   }
-  snprintf(cfg->tmp, sizeof cfg->tmp, "/tmp/cetcd-compare.XXXXXX");
-  if (!mkdtemp(cfg->tmp)) return -1;
+  if (snprintf(cfg->tmp, sizeof cfg->tmp, "%s/cetcd-compare.XXXXXX", cfg->data_root) >=
+      (int)sizeof cfg->tmp)
+    return -1;
+  if (!mkdtemp(cfg->tmp)) {
+    fprintf(stderr, "cetcd-bench compare: cannot create %s: %s\n", cfg->tmp, strerror(errno));
+    return -1;
+  }
   cfg->results = open_out(cfg, "results.jsonl", path, sizeof path);
   return cfg->results ? 0 : -1;
 }

@@ -66,6 +66,7 @@ typedef struct cmp_context {
   const char *what[2];    /* the command or the endpoints, as given */
   char version[2][160];   /* `CMD --version`'s first line, "" if unknown */
   char cpu[160], os[160], kernel[160], date[64], commit[80];
+  char data_fs[160]; /* where fresh servers keep their data: "/tmp (ext4)" */
   int cores;
   double ram_gib;
   char load_before[64], load_after[64];

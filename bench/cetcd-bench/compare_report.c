@@ -152,6 +152,7 @@ static void write_machine(FILE *f, const cmp_context *ctx) {
   for (int side = 0; side < 2; side++)
     fprintf(f, "- %s %s: `%s`%s%s\n", side ? "B" : "A", ctx->name[side], ctx->what[side],
             ctx->version[side][0] ? ", " : "", ctx->version[side]);
+  if (ctx->fresh_servers) fprintf(f, "- Data directories: %s\n", ctx->data_fs);
   if (ctx->commit[0]) fprintf(f, "- Source tree: git commit %s\n", ctx->commit);
 }
 

@@ -103,6 +103,9 @@ static void throughput_row(FILE *f, const cmp_context *ctx, const cmp_scenario *
   xml_text(f, s->label);
   fputs("</text>\n", f);
   if (sm.rps_ratio.n == 0) {
+    /* on a white patch, so the grid does not run through the words */
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"18\" fill=\"white\"/>\n", BAR_X0,
+            y + 8, BAR_X1 - BAR_X0);
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\" fill=\"#a00\">not measured: %s%s%s</text>\n</g>\n",
             BAR_X0 + 6, y + 21, sm.measured[0] ? "" : ctx->name[0],
             !sm.measured[0] && !sm.measured[1] ? ", " : "", sm.measured[1] ? "" : ctx->name[1]);
@@ -167,7 +170,8 @@ static double panel_y(const panel *p, double ms) {
  * many). */
 static void panel_ticks(FILE *f, const panel *p) {
   static const double steps[] = {1, 2, 5};
-  int dense = p->hi - p->lo <= 1.5;
+  /* 1, 2 and 5 while fewer than three decades would be labelled */
+  int dense = (int)floor(p->hi) - (int)ceil(p->lo) + 1 < 3;
   for (int k = (int)floor(p->lo); k <= (int)ceil(p->hi); k++) {
     for (int j = 0; j < (dense ? 3 : 1); j++) {
       double v = steps[j] * pow(10, k), l = log10(v);
