@@ -7,7 +7,6 @@
  *                                     --limit N --count-only --rate R]
  *   cetcd-bench [global flags] txn-put [--total N --txn-ops N --key-size B
  *                                     --val-size B --key-space-size N --rate R]
- *   cetcd-bench compare ...            (A against B, side by side: compare.c)
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
@@ -17,6 +16,8 @@
  * https:// endpoints, or any endpoint without a scheme once --cacert,
  * --cert, --key or --insecure-skip-tls-verify is given, as etcd's tool.
  * Flags may come before or after the command, as with cobra.
+ *
+ * `cetcd-bench compare ...` (A against B, side by side) is compare.c's.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -31,10 +32,10 @@ static void usage(FILE *f) {
           "usage: cetcd-bench [flags] put|txn-put|range [KEY [END]]\n"
           "\n"
           "Commands:\n"
+          "  compare ...    A against B, side by side (cetcd-bench compare --help)\n"
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
           "  txn-put        Benchmark txn-put\n"
-          "  compare ...    A against B, side by side (cetcd-bench compare --help)\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
