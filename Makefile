@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS  ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test unit bench soak fuzz clean
+.PHONY: all deps configure build run test unit bench bench-readme soak fuzz clean
 all: build
 
 deps:
@@ -30,8 +30,18 @@ unit: build
 soak: build
 	$(BUILD)/bin/raft-sim --seeds $${SEEDS:-200000}
 
+# The standard comparison, cetcd against etcd 3.4 on this machine
+# (cetcd-bench compare, fresh servers per run, A B alternating): writes
+# $(BUILD)/bench/report.md, report.svg and results.jsonl.
+ROUNDS ?= 3
 bench: build
-	scripts/bench.sh
+	$(BUILD)/bin/cetcd-bench compare --a-cmd etcd --b-cmd $(BUILD)/bin/cetcd --standard \
+	  --rounds $(ROUNDS) --out $(BUILD)/bench
+
+# Copies that report into README.md (between the bench markers) and its chart
+# into docs/bench/: the README's performance section is the tool's output.
+bench-readme:
+	scripts/bench-readme.sh $(BUILD)/bench
 
 # Every libFuzzer harness (clang), FUZZ_SECONDS each, on a scratch copy of its
 # seed corpus (tests/fuzz/corpus/<name>) so the repository is not written to.

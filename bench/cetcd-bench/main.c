@@ -33,6 +33,8 @@
  * https:// endpoints, or any endpoint without a scheme once --cacert,
  * --cert, --key or --insecure-skip-tls-verify is given, as etcd's tool.
  * Flags may come before or after the command, as with cobra.
+ *
+ * `cetcd-bench compare ...` (A against B, side by side) is compare.c's.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -40,6 +42,7 @@
 #include <string.h>
 
 #include "bench/cetcd-bench/bench.h"
+#include "bench/cetcd-bench/compare.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -47,6 +50,7 @@ static void usage(FILE *f) {
           "watch-latency\n"
           "\n"
           "Commands:\n"
+          "  compare ...    A against B, side by side (cetcd-bench compare --help)\n"
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
           "  txn-put        Benchmark txn-put\n"
@@ -328,6 +332,8 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  /* `cetcd-bench compare ...` orchestrates runs of this binary (compare.c). */
+  if (argc > 1 && strcmp(argv[1], "compare") == 0) return compare_main(argc - 1, argv + 1);
   bench_cfg cfg = {0};
   bench_result res = {0};
   parse_args(&cfg, argc, argv);
