@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <urcu.h>
 
 #include "actors/lease.h"
@@ -314,6 +315,7 @@ static bool apply_batch(apply_actor *a) {
 
 static void *apply_actor_main(void *arg) {
   apply_actor *a = arg;
+  prctl(PR_SET_NAME, "apply");
   rcu_register_thread();
   a->lease = lease_state_open(a->s);
   if (!a->lease) server_fatal(a->s, "apply: cannot load leases", -ENOMEM);

@@ -24,6 +24,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "actors/log.h"
@@ -277,6 +278,7 @@ static void sleep_until(raft_actor *a, uint64_t now) {
 static void *raft_actor_main(void *arg) {
   raft_actor *a = arg;
   server *s = a->s;
+  prctl(PR_SET_NAME, "raft"); /* for top -H, perf sched */
   uint32_t hb = s->opt.heartbeat_ms ? s->opt.heartbeat_ms : 100;
   a->next_tick_ms = mono_ms() + hb;
   raft_status st;

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "actors/log.h"
 #include "actors/server.h"
@@ -173,6 +174,7 @@ static int wal_append_batch(wal *w, const msg_wal_batch *b) {
 
 static void *wal_actor_main(void *arg) {
   server *s = arg;
+  prctl(PR_SET_NAME, "wal");
   msg_wal_batch *batch[WAL_BATCHES_PER_SYNC];
   bool stop = false;
   while (!stop) {

@@ -49,6 +49,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <urcu.h>
 
@@ -1099,6 +1100,7 @@ static int drain(watch_actor *a, int max) {
 static void *watch_actor_main(void *arg) {
   watch_actor *a = arg;
   server *s = a->s;
+  prctl(PR_SET_NAME, "watch");
   rcu_register_thread();
   uint64_t next_probe = 0, next_progress = mono_ms() + a->progress_ms;
   for (;;) {
