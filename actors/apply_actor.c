@@ -301,6 +301,7 @@ static bool apply_batch(apply_actor *a) {
     if (a->applied != before) atomic_store(&s->applied_index, a->applied);
     watch_apply_commit(s); /* watch: the batch's events, before any reply leaves */
     flush_replies(a);
+    watch_apply_notify(s);
     maybe_sync_store(a);
   }
   flush_replies(a); /* keepalive and lease query answers of a batch without entries */

@@ -11,7 +11,8 @@
  *             syncs, the raft actor keeps building the next batch: that is
  *             where group commit comes from. Batches that need no sync (a
  *             commit-index-only hard state) stay buffered until the next one
- *             that does: no fsync, no notice.
+ *             that does: no fsync, no notice. The raft actor pushes those
+ *             quietly (no wake-up), so they usually arrive with that batch.
  *   Failure:  an I/O error is fatal (etcd exits too): the durable notice
  *             carries the error and the raft actor stops the server.
  *
