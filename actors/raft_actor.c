@@ -270,14 +270,14 @@ static void sleep_until(raft_actor *a, uint64_t now) {
   int timeout = a->next_tick_ms > now ? (int)(a->next_tick_ms - now) : 0;
   if (!mailbox_prepare_sleep(&s->raft_mb)) return;
   if (!mailbox_prepare_sleep(&s->raft_ctl_mb)) {
-    mailbox_wake_done(&s->raft_mb);
+    mailbox_wake_done(&s->raft_mb, false); /* a kick already sent stays pending: next poll */
     return;
   }
   struct pollfd p[2] = {{.fd = mailbox_fd(&s->raft_mb), .events = POLLIN},
                         {.fd = mailbox_fd(&s->raft_ctl_mb), .events = POLLIN}};
-  (void)poll(p, 2, timeout);
-  mailbox_wake_done(&s->raft_mb);
-  mailbox_wake_done(&s->raft_ctl_mb);
+  int n = poll(p, 2, timeout);
+  mailbox_wake_done(&s->raft_mb, n > 0 && (p[0].revents & POLLIN));
+  mailbox_wake_done(&s->raft_ctl_mb, n > 0 && (p[1].revents & POLLIN));
 }
 
 static void *raft_actor_main(void *arg) {

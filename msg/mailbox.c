@@ -124,8 +124,9 @@ bool mailbox_prepare_sleep(mailbox *mb) {
   return true;
 }
 
-void mailbox_wake_done(mailbox *mb) {
+void mailbox_wake_done(mailbox *mb, bool fd_readable) {
   __atomic_store_n(&mb->sleeping, 0, __ATOMIC_RELAXED);
+  if (!fd_readable) return;
   uint64_t v;
   ssize_t n = read(mb->efd, &v, sizeof(v)); /* clear the counter */
   (void)n;
@@ -134,6 +135,6 @@ void mailbox_wake_done(mailbox *mb) {
 void mailbox_wait(mailbox *mb, int timeout_ms) {
   if (!mailbox_prepare_sleep(mb)) return;
   struct pollfd p = {.fd = mb->efd, .events = POLLIN};
-  (void)poll(&p, 1, timeout_ms);
-  mailbox_wake_done(mb);
+  int n = poll(&p, 1, timeout_ms);
+  mailbox_wake_done(mb, n > 0 && (p.revents & POLLIN));
 }

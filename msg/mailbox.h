@@ -76,9 +76,13 @@ unsigned mailbox_size(const mailbox *mb); /* approximate */
 int mailbox_fd(const mailbox *mb);        /* for epoll: readable = maybe messages */
 /* Announce intent to sleep; returns false (and cancels) if messages are
  * already waiting. After it returns true, block on the fd (poll/epoll/read),
- * then call mailbox_wake_done(). */
+ * then call mailbox_wake_done(), saying whether the wait found the fd
+ * readable: only then is the eventfd read (cleared). A caller that clears
+ * it elsewhere (the net loop, on its epoll event) passes false. Reading
+ * it unconditionally cost a failed read(2) per wake-up for each mailbox
+ * that did not fire (two per put on the raft thread, one on the loop). */
 bool mailbox_prepare_sleep(mailbox *mb);
-void mailbox_wake_done(mailbox *mb);
+void mailbox_wake_done(mailbox *mb, bool fd_readable);
 /* prepare_sleep + poll on the fd for up to timeout_ms (-1 = forever) + done. */
 void mailbox_wait(mailbox *mb, int timeout_ms);
 

@@ -645,7 +645,7 @@ static void *loop_main(void *arg) {
       timeout = loop_idle_timeout(loop);
     }
     int n = epoll_wait(loop->epfd, evs, NET_EPOLL_EVENTS, timeout);
-    if (slept) mailbox_wake_done(&loop->mb);
+    if (slept) mailbox_wake_done(&loop->mb, false); /* loop_handle clears the fd on EV_MAILBOX */
     if (loop->accept_paused && (n == 0 || loop->n_free > 0)) loop_resume_accept(loop);
     for (int i = 0; i < n; i++) loop_handle(loop, &evs[i]);
     loop_drain_mailbox(loop, 65536);

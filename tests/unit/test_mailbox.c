@@ -35,7 +35,7 @@ static void test_prepare_sleep_sees_pending(void) {
   mailbox mb;
   CU_ASSERT_EQUAL_FATAL(mailbox_init(&mb, 8), 0);
   CU_ASSERT_TRUE(mailbox_prepare_sleep(&mb));
-  mailbox_wake_done(&mb);
+  mailbox_wake_done(&mb, false);
   CU_ASSERT_TRUE(mailbox_try_push(&mb, (void *)1));
   /* a message is waiting: the consumer must not go to sleep */
   CU_ASSERT_FALSE(mailbox_prepare_sleep(&mb));
