@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <urcu.h>
 
 #include "actors/lease.h"
@@ -365,6 +366,7 @@ static bool apply_batch(apply_actor *a) {
     alarm_publish(a->alarm); /* before the replies: a client told NO_SPACE sees the alarm */
     watch_apply_commit(s); /* watch: the batch's events, before any reply leaves */
     flush_replies(a);
+    watch_apply_notify(s);
     maybe_sync_store(a);
   }
   flush_replies(a); /* keepalive and lease query answers of a batch without entries */
@@ -379,6 +381,7 @@ static bool apply_batch(apply_actor *a) {
 
 static void *apply_actor_main(void *arg) {
   apply_actor *a = arg;
+  prctl(PR_SET_NAME, "apply");
   rcu_register_thread();
   a->lease = lease_state_open(a->s);
   if (!a->lease) server_fatal(a->s, "apply: cannot load leases", -ENOMEM);

@@ -11,7 +11,8 @@
  *             syncs, the raft actor keeps building the next batch: that is
  *             where group commit comes from. Batches that need no sync (a
  *             commit-index-only hard state) stay buffered until the next one
- *             that does: no fsync, no notice.
+ *             that does: no fsync, no notice. The raft actor pushes those
+ *             quietly (no wake-up), so they usually arrive with that batch.
  *   Failure:  an I/O error is fatal (etcd exits too): the durable notice
  *             carries the error and the raft actor stops the server.
  *
@@ -22,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 
 #include "actors/log.h"
 #include "actors/server.h"
@@ -173,6 +175,7 @@ static int wal_append_batch(wal *w, const msg_wal_batch *b) {
 
 static void *wal_actor_main(void *arg) {
   server *s = arg;
+  prctl(PR_SET_NAME, "wal");
   msg_wal_batch *batch[WAL_BATCHES_PER_SYNC];
   bool stop = false;
   while (!stop) {

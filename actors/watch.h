@@ -120,6 +120,9 @@ void watch_actor_destroy(struct server *s);
 void watch_apply_begin(struct server *s);
 void watch_apply_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev_kv);
 void watch_apply_commit(struct server *s);
+/* After the batch's replies were posted: wakes the watch actor if it must
+ * see the batch now (watchers exist, or the batch was dropped). */
+void watch_apply_notify(struct server *s);
 
 /* --- the net side (actors/watch_service.c), on the loop threads ------------- */
 void watch_service_on_message(struct server *s, net_loop *loop, net_call call, const uint8_t *msg, size_t len);

@@ -19,7 +19,9 @@
  *             encoded while no watcher existed carries no events (omitted).
  *             Either way the synced watchers that needed it become unsynced
  *             and are fed from LevelDB history: nothing is lost, nothing is
- *             buffered without bound.
+ *             buffered without bound. Apply wakes this thread after the
+ *             batch's replies, and not at all for a batch that no watcher
+ *             needs (watch_apply_notify).
  *   Slow streams: a bounded queue per stream. The loop reports how much it
  *             has taken and what the socket has not (watch_feedback). A
  *             stream above WATCH_STREAM_HIGH_BYTES gets no more live events:
@@ -49,6 +51,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <urcu.h>
 
@@ -1055,6 +1058,7 @@ typedef struct watch_actor {
   uint64_t progress_ms;   /* progress-notify interval (etcd 3.4 default 10 min) */
   /* apply thread only */
   bool collect, col_failed;
+  bool wake;              /* the last batch's message must be seen now */
   int64_t rev_before;
   watch_batch col;
 } watch_actor;
@@ -1099,6 +1103,7 @@ static int drain(watch_actor *a, int max) {
 static void *watch_actor_main(void *arg) {
   watch_actor *a = arg;
   server *s = a->s;
+  prctl(PR_SET_NAME, "watch");
   rcu_register_thread();
   uint64_t next_probe = 0, next_progress = mono_ms() + a->progress_ms;
   for (;;) {
@@ -1224,8 +1229,25 @@ void watch_apply_commit(server *s) {
     m->b = a->col; /* the batch's buffers go with the message */
     a->col = (watch_batch){0};
   }
-  if (!mailbox_try_push(&s->watch_mb, m)) {
+  a->wake = !(m->omitted && !a->collect);
+  if (!mailbox_try_push_quiet(&s->watch_mb, m)) {
     free_msg(&m->hdr);
     atomic_store(&s->watch_dropped, 1);
+    a->wake = true;
   }
+}
+
+/* Wakes the watch actor for the batch watch_apply_commit queued, after the
+ * batch's replies are on their way (a reply does not wait for this context
+ * switch). A batch that went by while no watcher existed only advances the
+ * actor's revision: it travels quietly and is drained, in order, before the
+ * next request (a watch create among them) or event batch. The fence pairs
+ * with the actor's prepare_sleep: a watcher registered meanwhile (count
+ * stored before the actor sleeps) is seen here, and then we wake it. */
+void watch_apply_notify(server *s) {
+  watch_actor *a = s->watch;
+  if (!a) return;
+  mailbox_fence(&s->watch_mb);
+  if (a->wake || atomic_load(&s->watch_count) > 0) mailbox_wake(&s->watch_mb);
+  a->wake = false;
 }

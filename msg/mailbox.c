@@ -62,7 +62,25 @@ bool mailbox_try_push(mailbox *mb, void *msg) {
   return true;
 }
 
-void mailbox_push(mailbox *mb, void *msg) {
+void mailbox_wake(mailbox *mb) { mailbox_kick(mb); }
+
+void mailbox_fence(mailbox *mb) { (void)__atomic_fetch_add(&mb->fence_word, 0, __ATOMIC_SEQ_CST); }
+
+/* Half full: wake the consumer even for quiet messages, long before a
+ * producer would have to wait. */
+static void quiet_kick(mailbox *mb) {
+  if (ck_ring_size(&mb->ring) >= mb->capacity / 2) mailbox_kick(mb);
+}
+
+bool mailbox_try_push_quiet(mailbox *mb, void *msg) {
+  if (!enqueue_locked(mb, msg)) return false;
+  quiet_kick(mb);
+  return true;
+}
+
+/* Enqueues, waiting while the ring is full (and waking the consumer, which
+ * must drain it). */
+static void push_wait(mailbox *mb, void *msg) {
   unsigned spins = 0;
   while (!enqueue_locked(mb, msg)) {
     /* Full: the consumer is behind. Wake it in case, then back off. */
@@ -74,7 +92,16 @@ void mailbox_push(mailbox *mb, void *msg) {
       nanosleep(&ts, NULL);
     }
   }
+}
+
+void mailbox_push(mailbox *mb, void *msg) {
+  push_wait(mb, msg);
   mailbox_kick(mb);
+}
+
+void mailbox_push_quiet(mailbox *mb, void *msg) {
+  push_wait(mb, msg);
+  quiet_kick(mb);
 }
 
 void *mailbox_pop(mailbox *mb) {
@@ -97,8 +124,9 @@ bool mailbox_prepare_sleep(mailbox *mb) {
   return true;
 }
 
-void mailbox_wake_done(mailbox *mb) {
+void mailbox_wake_done(mailbox *mb, bool fd_readable) {
   __atomic_store_n(&mb->sleeping, 0, __ATOMIC_RELAXED);
+  if (!fd_readable) return;
   uint64_t v;
   ssize_t n = read(mb->efd, &v, sizeof(v)); /* clear the counter */
   (void)n;
@@ -107,6 +135,6 @@ void mailbox_wake_done(mailbox *mb) {
 void mailbox_wait(mailbox *mb, int timeout_ms) {
   if (!mailbox_prepare_sleep(mb)) return;
   struct pollfd p = {.fd = mb->efd, .events = POLLIN};
-  (void)poll(&p, 1, timeout_ms);
-  mailbox_wake_done(mb);
+  int n = poll(&p, 1, timeout_ms);
+  mailbox_wake_done(mb, n > 0 && (p.revents & POLLIN));
 }

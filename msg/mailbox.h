@@ -20,6 +20,15 @@
  * producer pushes, then writes the eventfd only if the consumer announced
  * sleep. Both sides put a full fence between their store and their load.
  *
+ * Quiet pushes (mailbox_*_quiet) enqueue without waking a sleeping consumer,
+ * for messages nothing waits on: a later ordinary push (or mailbox_wake) to
+ * the same mailbox brings them along, in order. Each wake-up is a context
+ * switch, and on two shared cores often a wait for a CPU: measured with one
+ * client, the put round trip crossed 13 thread switches where 8 carry the
+ * request (see actors/raft_actor.c, actors/watch_actor.c). So that quiet
+ * messages cannot fill the ring unseen, a quiet push to a ring that is half
+ * full wakes the consumer anyway.
+ *
  * Bounded: a push to a full mailbox fails (mailbox_try_push) or waits with
  * backoff (mailbox_push); nothing grows without limit.
  */
@@ -50,6 +59,16 @@ bool mailbox_try_push(mailbox *mb, void *msg);
 /* Waits (yield, then short sleeps) while full. Use where dropping is wrong
  * and the consumer is known to be draining. */
 void mailbox_push(mailbox *mb, void *msg);
+/* The same without waking the consumer (see "Quiet pushes" above). */
+bool mailbox_try_push_quiet(mailbox *mb, void *msg);
+void mailbox_push_quiet(mailbox *mb, void *msg);
+/* Wakes the consumer if it sleeps: after quiet pushes it must see now. */
+void mailbox_wake(mailbox *mb);
+/* A full fence that pairs with the consumer's mailbox_prepare_sleep: after
+ * a quiet push and this, either the consumer sees the message before it
+ * sleeps, or the producer sees whatever the consumer stored before it
+ * announced sleep (e.g. "I have work that needs these messages"). */
+void mailbox_fence(mailbox *mb);
 
 /* Consumer only. */
 void *mailbox_pop(mailbox *mb);           /* NULL when empty */
@@ -57,9 +76,13 @@ unsigned mailbox_size(const mailbox *mb); /* approximate */
 int mailbox_fd(const mailbox *mb);        /* for epoll: readable = maybe messages */
 /* Announce intent to sleep; returns false (and cancels) if messages are
  * already waiting. After it returns true, block on the fd (poll/epoll/read),
- * then call mailbox_wake_done(). */
+ * then call mailbox_wake_done(), saying whether the wait found the fd
+ * readable: only then is the eventfd read (cleared). A caller that clears
+ * it elsewhere (the net loop, on its epoll event) passes false. Reading
+ * it unconditionally cost a failed read(2) per wake-up for each mailbox
+ * that did not fire (two per put on the raft thread, one on the loop). */
 bool mailbox_prepare_sleep(mailbox *mb);
-void mailbox_wake_done(mailbox *mb);
+void mailbox_wake_done(mailbox *mb, bool fd_readable);
 /* prepare_sleep + poll on the fd for up to timeout_ms (-1 = forever) + done. */
 void mailbox_wait(mailbox *mb, int timeout_ms);
 

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -631,6 +632,9 @@ static void *loop_main(void *arg) {
   net_server *s = loop->srv;
   struct epoll_event evs[NET_EPOLL_EVENTS];
   tl_loop = loop;
+  char name[16];
+  snprintf(name, sizeof(name), "net%u", loop->index);
+  prctl(PR_SET_NAME, name); /* for top -H, perf sched */
   loop->next_tick_ns = now_ns() + (uint64_t)s->cfg.tick_ms * 1000000u;
   if (s->h.on_loop_start) s->h.on_loop_start(s->h.app, loop, loop->index);
   while (!__atomic_load_n(&s->loops_exit, __ATOMIC_ACQUIRE)) {
@@ -641,7 +645,7 @@ static void *loop_main(void *arg) {
       timeout = loop_idle_timeout(loop);
     }
     int n = epoll_wait(loop->epfd, evs, NET_EPOLL_EVENTS, timeout);
-    if (slept) mailbox_wake_done(&loop->mb);
+    if (slept) mailbox_wake_done(&loop->mb, false); /* loop_handle clears the fd on EV_MAILBOX */
     if (loop->accept_paused && (n == 0 || loop->n_free > 0)) loop_resume_accept(loop);
     for (int i = 0; i < n; i++) loop_handle(loop, &evs[i]);
     loop_drain_mailbox(loop, 65536);

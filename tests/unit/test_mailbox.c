@@ -2,6 +2,7 @@
  * test_mailbox.c -- the actor inbox: bounded MPSC ring + eventfd wake-ups.
  */
 #include <CUnit/Basic.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,11 +36,44 @@ static void test_prepare_sleep_sees_pending(void) {
   mailbox mb;
   CU_ASSERT_EQUAL_FATAL(mailbox_init(&mb, 8), 0);
   CU_ASSERT_TRUE(mailbox_prepare_sleep(&mb));
-  mailbox_wake_done(&mb);
+  mailbox_wake_done(&mb, false);
   CU_ASSERT_TRUE(mailbox_try_push(&mb, (void *)1));
   /* a message is waiting: the consumer must not go to sleep */
   CU_ASSERT_FALSE(mailbox_prepare_sleep(&mb));
   CU_ASSERT_EQUAL((uintptr_t)mailbox_pop(&mb), 1);
+  mailbox_destroy(&mb);
+}
+
+static bool fd_readable(mailbox *mb) {
+  struct pollfd p = {.fd = mailbox_fd(mb), .events = POLLIN};
+  return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* A quiet push leaves a sleeping consumer asleep until the ring is half
+ * full or someone wakes it; the messages stay in order either way. */
+static void test_quiet_push(void) {
+  mailbox mb;
+  CU_ASSERT_EQUAL_FATAL(mailbox_init(&mb, 8), 0);
+  CU_ASSERT_TRUE(mailbox_prepare_sleep(&mb));
+  CU_ASSERT_TRUE(mailbox_try_push_quiet(&mb, (void *)1));
+  mailbox_push_quiet(&mb, (void *)2);
+  CU_ASSERT_FALSE(fd_readable(&mb));
+  mailbox_wake(&mb);
+  CU_ASSERT_TRUE(fd_readable(&mb));
+  mailbox_wake_done(&mb, true);
+  CU_ASSERT_FALSE(fd_readable(&mb));
+  CU_ASSERT_TRUE(mailbox_prepare_sleep(&mb) == false); /* two are waiting */
+  CU_ASSERT_EQUAL((uintptr_t)mailbox_pop(&mb), 1);
+  CU_ASSERT_EQUAL((uintptr_t)mailbox_pop(&mb), 2);
+  /* half full (4 of 8 slots): a quiet push wakes a sleeper after all */
+  CU_ASSERT_TRUE(mailbox_prepare_sleep(&mb));
+  for (uintptr_t i = 1; i <= 3; i++) CU_ASSERT_TRUE(mailbox_try_push_quiet(&mb, (void *)i));
+  CU_ASSERT_FALSE(fd_readable(&mb));
+  CU_ASSERT_TRUE(mailbox_try_push_quiet(&mb, (void *)4));
+  CU_ASSERT_TRUE(fd_readable(&mb));
+  mailbox_wake_done(&mb, true);
+  for (uintptr_t i = 1; i <= 4; i++) CU_ASSERT_EQUAL((uintptr_t)mailbox_pop(&mb), i);
+  CU_ASSERT_PTR_NULL(mailbox_pop(&mb));
   mailbox_destroy(&mb);
 }
 
@@ -128,6 +162,7 @@ int main(void) {
   CU_add_test(s, "fifo and bound", test_fifo_and_bound);
   CU_add_test(s, "capacity rounds up", test_capacity_rounds_up);
   CU_add_test(s, "prepare_sleep sees pending", test_prepare_sleep_sees_pending);
+  CU_add_test(s, "quiet push", test_quiet_push);
   CU_add_test(s, "mpsc stress with sleeps", test_mpsc_stress_with_sleeps);
   CU_pSuite s2 = CU_add_suite("msg", NULL, NULL);
   CU_add_test(s2, "arena", test_arena);
