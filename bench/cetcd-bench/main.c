@@ -7,6 +7,9 @@
  *                                     --limit N --count-only --rate R]
  *   cetcd-bench [global flags] txn-put [--total N --txn-ops N --key-size B
  *                                     --val-size B --key-space-size N --rate R]
+ *   cetcd-bench [global flags] lease-keepalive [--total N --leases N --ttl S --revoke]
+ *   cetcd-bench [global flags] registry [--total N --services S --instances N
+ *                                     --ttl S --watchers W --churn-rate R --consistency l|s]
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
@@ -26,12 +29,14 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: cetcd-bench [flags] put|txn-put|range [KEY [END]]\n"
+          "usage: cetcd-bench [flags] put|txn-put|range [KEY [END]]|lease-keepalive|registry\n"
           "\n"
           "Commands:\n"
           "  put            Benchmark put\n"
           "  range KEY [END] Benchmark range\n"
           "  txn-put        Benchmark txn-put\n"
+          "  lease-keepalive Benchmark lease keepalive (LeaseKeepAlive streams)\n"
+          "  registry       Benchmark a service registry (leases, keepalives, watchers, churn)\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
@@ -48,6 +53,13 @@ static void usage(FILE *f) {
           "  --consistency l|s      linearizable or serializable range (default l)\n"
           "  --limit N              maximum number of keys per range, 0 = no limit (default 0)\n"
           "  --count-only           only count keys\n"
+          "  --leases N             lease-keepalive: leases granted before the clock (default 0 = one per client)\n"
+          "  --ttl S                lease TTL seconds (default: lease-keepalive 100, registry 10)\n"
+          "  --revoke               lease-keepalive: revoke the leases afterwards, timed in extra\n"
+          "  --services N           registry: services (default 100)\n"
+          "  --instances N          registry: instances, one lease and key each (default 10000)\n"
+          "  --watchers N           registry: prefix watchers, one service each (default = services)\n"
+          "  --churn-rate R         registry: deregister+register cycles per second (default 100)\n"
           "  --cacert FILE          verify the server with this CA bundle (TLS)\n"
           "  --cert FILE            client certificate (TLS)\n"
           "  --key FILE             client certificate key (TLS)\n"
@@ -60,6 +72,7 @@ enum {
   OPT_ENDPOINTS = 1000, OPT_CONNS, OPT_CLIENTS, OPT_THREADS, OPT_TOTAL, OPT_RATE, OPT_KEY_SIZE,
   OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
   OPT_SERVER_PID, OPT_TXN_OPS, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_HELP,
+  OPT_LEASES, OPT_TTL, OPT_REVOKE, OPT_SERVICES, OPT_INSTANCES, OPT_WATCHERS, OPT_CHURN_RATE,
 };
 
 static const struct option long_opts[] = {
@@ -84,6 +97,13 @@ static const struct option long_opts[] = {
     {"key", required_argument, NULL, OPT_KEY},
     {"insecure-skip-tls-verify", no_argument, NULL, OPT_INSECURE},
     {"help", no_argument, NULL, OPT_HELP},
+    {"leases", required_argument, NULL, OPT_LEASES},
+    {"ttl", required_argument, NULL, OPT_TTL},
+    {"revoke", no_argument, NULL, OPT_REVOKE},
+    {"services", required_argument, NULL, OPT_SERVICES},
+    {"instances", required_argument, NULL, OPT_INSTANCES},
+    {"watchers", required_argument, NULL, OPT_WATCHERS},
+    {"churn-rate", required_argument, NULL, OPT_CHURN_RATE},
     {NULL, 0, NULL, 0},
 };
 
@@ -149,6 +169,14 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
   case OPT_CERT: cfg->cert = arg; break;
   case OPT_KEY: cfg->key = arg; break;
   case OPT_INSECURE: cfg->insecure_skip_tls_verify = 1; break;
+  case OPT_LEASES: cfg->leases = parse_long("leases", arg, 0, 100000000); break;
+  case OPT_TTL: cfg->ttl = (int)parse_long("ttl", arg, 1, 1000000); break;
+  case OPT_REVOKE: cfg->revoke = 1; break;
+  case OPT_SERVICES: cfg->services = (int)parse_long("services", arg, 1, 1000000); break;
+  /* registry lease ids carry the instance number in 24 bits (registry.c) */
+  case OPT_INSTANCES: cfg->instances = parse_long("instances", arg, 1, 1L << 24); break;
+  case OPT_WATCHERS: cfg->watchers = (int)parse_long("watchers", arg, 0, 1000000); break;
+  case OPT_CHURN_RATE: cfg->churn_rate = (double)parse_long("churn-rate", arg, 0, 1000000); break;
   case OPT_HELP: usage(stdout); exit(0);
   default: usage(stderr); exit(2);
   }
@@ -163,6 +191,10 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
   cfg->key_size = cfg->val_size = 8;
   cfg->key_space_size = 1;
   cfg->txn_ops = 1;
+  cfg->services = 100;
+  cfg->instances = 10000;
+  cfg->watchers = -1; /* = services */
+  cfg->churn_rate = 100;
   int opt;
   while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     if (opt == 'h') opt = OPT_HELP;
@@ -174,6 +206,14 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
     cfg->scenario = BENCH_PUT;
   } else if (npos == 1 && strcmp(pos[0], "txn-put") == 0) {
     cfg->scenario = BENCH_TXN_PUT;
+  } else if (npos == 1 && strcmp(pos[0], "lease-keepalive") == 0) {
+    cfg->scenario = BENCH_LEASE_KEEPALIVE;
+    if (cfg->ttl == 0) cfg->ttl = 100; /* etcd's tool grants with TTL 100 */
+    if (cfg->leases == 0) cfg->leases = cfg->clients; /* and one lease per client */
+  } else if (npos == 1 && strcmp(pos[0], "registry") == 0) {
+    cfg->scenario = BENCH_REGISTRY;
+    if (cfg->ttl == 0) cfg->ttl = 10;
+    if (cfg->watchers < 0) cfg->watchers = cfg->services;
   } else if (npos >= 2 && npos <= 3 && strcmp(pos[0], "range") == 0) {
     cfg->scenario = BENCH_RANGE;
     cfg->range_key = pos[1];
@@ -196,5 +236,7 @@ int main(int argc, char **argv) {
   if (cfg.json) bench_report_json(&cfg, &res);
   else bench_report_text(&cfg, &res);
   free(res.lat);
+  bench_buf_free(&res.extra_json);
+  bench_buf_free(&res.extra_text);
   return res.failed == 0 ? 0 : 1;
 }

@@ -165,6 +165,7 @@ void bench_report_text(const bench_cfg *cfg, bench_result *res) {
       printf(", %.2f ms per 1000 requests", res->server_cpu_s * 1e6 / (double)res->issued);
     printf(".\n");
   }
+  if (res->extra_text.p) printf("\n%s:\n%s", cfg->scenario_name, res->extra_text.p);
   free(s.lats);
 }
 
@@ -193,6 +194,10 @@ static void json_params(const bench_cfg *cfg) {
   } else if (cfg->scenario == BENCH_TXN_PUT) {
     printf(",\"key_size\":%d,\"val_size\":%d,\"key_space_size\":%ld,\"txn_ops\":%d",
            cfg->key_size, cfg->val_size, cfg->key_space_size, cfg->txn_ops);
+  } else if (cfg->scenario == BENCH_LEASE_KEEPALIVE) {
+    bench_lease_params_json(cfg);
+  } else if (cfg->scenario == BENCH_REGISTRY) {
+    bench_registry_params_json(cfg);
   } else {
     printf(",\"key\":");
     json_string(cfg->range_key);
@@ -236,6 +241,7 @@ void bench_report_json(const bench_cfg *cfg, bench_result *res) {
     printf(",\"server\":{\"pid\":%d,\"peak_rss_kb\":%ld,\"rss_kb\":%ld,\"cpu_secs\":%.4f}",
            cfg->server_pid, res->server_hwm_kb, res->server_rss_kb, res->server_cpu_s);
   }
+  if (res->extra_json.p) printf(",\"extra\":{%s}", res->extra_json.p);
   printf("}\n");
   free(s.lats);
 }

@@ -19,6 +19,10 @@
  *
  * Connections are established before the clock starts, as etcd's benchmark
  * tool dials its clients first.
+ *
+ * Scenarios with their own files (lease.c, registry.c) plug in through a
+ * bench_ops table (bench.h): their hooks start each ticket's request and
+ * complete it with bench_req_done(); everything else here is shared.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -50,6 +54,7 @@ typedef struct bench_client {
   Etcdserverpb__PutRequest *txn_puts;
   Etcdserverpb__RequestOp *txn_ops;
   Etcdserverpb__RequestOp **txn_op_ptrs;
+  bench_req req; /* what a bench_ops scenario sees of this client */
 } bench_client;
 
 typedef struct bench_shared {
@@ -66,6 +71,7 @@ typedef struct bench_shared {
    * running protobuf-c's descriptor-driven packer; NULL: pack each time. */
   uint8_t *tmpl;
   size_t tmpl_len, tmpl_key_off;
+  const bench_ops *ops; /* lease-keepalive, registry; NULL: the unary scenarios */
 } bench_shared;
 
 struct bench_thread {
@@ -83,6 +89,7 @@ struct bench_thread {
   int index;
   uint8_t *scratch; /* put: the template with this request's key */
   pthread_t tid;
+  bench_ctx ctx; /* what a bench_ops scenario sees of this thread */
 };
 
 static double now_s(void) {
@@ -165,6 +172,14 @@ static void client_done(bench_client *c, int status, const char *message) {
 
 static void on_reply(void *ud, const cc_reply *r) { client_done(ud, r->status, r->message); }
 
+void bench_req_done(bench_req *r, int status, const char *message) {
+  client_done((bench_client *)(void *)((char *)r - offsetof(bench_client, req)), status, message);
+}
+
+double bench_now_s(void) { return now_s(); }
+
+uint64_t bench_rng_next(uint64_t *s) { return rng_next(s); }
+
 /* txn-put: txn_ops puts on consecutive keys, as etcd's tool builds them. */
 static int client_send_txn(bench_client *c) {
   const bench_cfg *cfg = c->t->sh->cfg;
@@ -184,7 +199,11 @@ static void client_send(bench_client *c) {
   const bench_cfg *cfg = c->t->sh->cfg;
   int rv;
   c->start = now_s();
-  if (cfg->scenario == BENCH_TXN_PUT) {
+  if (c->t->sh->ops) {
+    c->req.ticket = c->ticket;
+    c->req.start = c->start;
+    rv = c->t->sh->ops->send(&c->req);
+  } else if (cfg->scenario == BENCH_TXN_PUT) {
     rv = client_send_txn(c);
   } else if (cfg->scenario == BENCH_PUT) {
     long k = cfg->sequential_keys ? c->ticket % cfg->key_space_size
@@ -313,11 +332,14 @@ static void *thread_main(void *arg) {
   bench_thread *t = arg;
   int drawer = t->sh->progress && t->index == 0;
   double next_draw = 0;
+  const bench_ops *ops = t->sh->ops;
   t->active = t->n_clients;
   for (int i = 0; i < t->n_clients; i++) client_take(&t->clients[i]);
   while (t->active > 0) {
     int wait = thread_release_due(t);
     if (wait < 0 || wait > 100) wait = 100;
+    int tick = ops && ops->tick ? ops->tick(&t->ctx) : -1;
+    if (tick >= 0 && tick < wait) wait = tick;
     if (drawer && now_s() >= next_draw) {
       progress_draw(t->sh, 0);
       next_draw = now_s() + 0.2;
@@ -327,6 +349,7 @@ static void *thread_main(void *arg) {
       break;
     }
   }
+  if (ops && ops->thread_finish) ops->thread_finish(&t->ctx);
   return NULL;
 }
 
@@ -384,6 +407,24 @@ static int client_setup_txn(bench_client *c, const bench_cfg *cfg, uint8_t *valu
   return 0;
 }
 
+/* A bench_ops scenario's work before the clock: every thread's setup, then
+ * every thread's ready (so that watchers see none of the setup's writes). */
+static int threads_setup_ops(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
+  for (int i = 0; i < cfg->threads; i++) {
+    bench_thread *t = &ts[i];
+    t->ctx = (bench_ctx){.cfg = cfg, .loop = t->loop, .conns = t->conns, .n_conns = t->n_conns,
+                         .index = i, .n_reqs = t->n_clients};
+    t->ctx.reqs = calloc((size_t)t->n_clients + 1, sizeof *t->ctx.reqs);
+    if (!t->ctx.reqs) return -1;
+    for (int j = 0; j < t->n_clients; j++) t->ctx.reqs[j] = &t->clients[j].req;
+  }
+  for (int i = 0; i < cfg->threads; i++)
+    if (sh->ops->thread_setup(&ts[i].ctx) != 0) return -1;
+  for (int i = 0; i < cfg->threads; i++)
+    if (sh->ops->thread_ready && sh->ops->thread_ready(&ts[i].ctx) != 0) return -1;
+  return 0;
+}
+
 static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
   int failed = 0;
   for (int i = 0; i < cfg->threads; i++) {
@@ -416,12 +457,15 @@ static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cf
     c->key = calloc((size_t)cfg->txn_ops, (size_t)cfg->key_size + 1);
     if (!c->key) return -1;
     if (cfg->scenario == BENCH_TXN_PUT && client_setup_txn(c, cfg, sh->value) != 0) return -1;
+    c->req = (bench_req){.ctx = &t->ctx, .conn = c->conn, .index = i};
   }
-  return 0;
+  return sh->ops ? threads_setup_ops(ts, sh, cfg) : 0;
 }
 
-static void threads_free(bench_thread *ts, int n) {
+static void threads_free(bench_thread *ts, int n, const bench_ops *ops) {
   for (int i = 0; i < n; i++) {
+    if (ops && ops->thread_free && ts[i].ctx.cfg) ops->thread_free(&ts[i].ctx);
+    free(ts[i].ctx.reqs);
     for (int j = 0; j < ts[i].n_clients; j++) {
       bench_client *c = &ts[i].clients[j];
       free(c->key);
@@ -460,6 +504,8 @@ static void threads_collect(bench_thread *ts, const bench_cfg *cfg, bench_result
 int bench_run(const bench_cfg *cfg, bench_result *res) {
   int rc = -1;
   bench_shared sh = {.cfg = cfg, .res = res};
+  if (cfg->scenario == BENCH_LEASE_KEEPALIVE) sh.ops = &bench_lease_keepalive_ops;
+  if (cfg->scenario == BENCH_REGISTRY) sh.ops = &bench_registry_ops;
   bench_thread *ts = calloc((size_t)cfg->threads, sizeof *ts);
   res->lat = calloc((size_t)cfg->total, sizeof *res->lat);
   sh.value = malloc((size_t)cfg->val_size + 1);
@@ -505,9 +551,14 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
     res->server_hwm_kb = bench_proc_status_kb(cfg->server_pid, "VmHWM:");
     res->server_rss_kb = bench_proc_status_kb(cfg->server_pid, "VmRSS:");
   }
+  if (sh.ops) {
+    bench_ctx *xs[64]; /* --threads is at most 64 */
+    for (int i = 0; i < cfg->threads; i++) xs[i] = &ts[i].ctx;
+    sh.ops->collect(xs, cfg->threads, res);
+  }
   rc = 0;
 out:
-  if (ts) threads_free(ts, cfg->threads);
+  if (ts) threads_free(ts, cfg->threads, sh.ops);
   free(sh.value);
   free(sh.tmpl);
   return rc;
