@@ -24,9 +24,10 @@
  *
  * Scenario defaults are those of etcd's tool for that command (watch and
  * watch-latency: 32-byte keys; watch-latency: 32-byte values; txn-mixed:
- * --limit 1000). --duration D (30s, 500ms, 2m) runs a scenario that long
- * instead of --total / --put-total. --target-leader sends everything to
- * the leader among --endpoints.
+ * --limit 1000; lease-keepalive: --ttl 100 and one lease per client;
+ * registry, which etcd's tool lacks: --ttl 10). --duration D (30s, 500ms,
+ * 2m) runs a scenario that long instead of --total / --put-total.
+ * --target-leader sends everything to the leader among --endpoints.
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
