@@ -2,13 +2,17 @@
  * bench.h -- cetcd-bench's parts: flags (main.c), the closed-loop load
  * generator for unary calls (run.c), the watch scenarios (watch.c), the
  * latency histogram (hist.c), --target-leader (leader.c), the protobuf
- * wire scanner for hot-path responses (pbscan.h) and the report (report.c).
+ * wire scanner for hot-path responses (pbscan.h), the scenarios that plug
+ * into run.c through a bench_ops table (lease.c, registry.c), their
+ * "extra" figures (extra.c) and the report (report.c).
  */
 #ifndef CETCD_BENCH_H
 #define CETCD_BENCH_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "cli/client/client.h"
 
 #define BENCH_ENDPOINTS_MAX 16
 #define BENCH_ERRS_MAX 64 /* distinct (status, message) pairs kept */
@@ -18,6 +22,8 @@ typedef enum {
   BENCH_TXN_MIXED,     /* run.c: ranges and txn-puts, each in a Txn */
   BENCH_WATCH,         /* watch.c: watch creation, then events of puts */
   BENCH_WATCH_LATENCY, /* watch.c: put-to-event latency over many watchers */
+  BENCH_LEASE_KEEPALIVE, /* lease.c: keepalives over LeaseKeepAlive streams */
+  BENCH_REGISTRY,        /* registry.c: a service registry's mix */
 } bench_scenario;
 
 typedef struct bench_cfg {
@@ -58,6 +64,14 @@ typedef struct bench_cfg {
   long put_total;         /* puts after the watchers are created */
   double put_rate;        /* puts/s; 0 = unlimited */
   int key_size_set, val_size_set, key_space_set; /* given on the command line */
+  /* lease-keepalive, registry */
+  long leases;      /* lease-keepalive: leases granted before the clock */
+  int ttl;          /* lease TTL seconds; 0 = the scenario's default */
+  int revoke;       /* lease-keepalive: revoke the leases after the clock stops */
+  int services;     /* registry */
+  long instances;   /* registry: leases, keys and keepalive cycles */
+  int watchers;     /* registry: prefix watchers, watcher w on service w % services */
+  double churn_rate; /* registry: deregister + re-register cycles per second */
   /* output */
   int json;
   int server_pid; /* 0 = none */
@@ -87,7 +101,8 @@ struct cc_conn;
 struct bench_result {
   double *lat;   /* seconds per request; < 0: failed */
   long n_lat;    /* entries in lat */
-  uint8_t *lat_kind; /* txn-mixed: per lat entry, 1 = write, 0 = read; else NULL */
+  uint8_t *lat_kind; /* per lat entry, the request's kind (txn-mixed: 1 = write,
+                        0 = read; registry: its op); NULL: no kinds kept */
   bench_hist *hist;  /* when set, the latencies are here instead of lat
                         (watch-latency: too many samples to keep) */
   long issued;   /* requests started */
@@ -179,5 +194,86 @@ double bench_proc_cpu_s(int pid);                 /* -1 if unreadable */
 long bench_proc_status_kb(int pid, const char *field); /* "VmHWM:", -1 if unreadable */
 void bench_report_text(const bench_cfg *cfg, bench_result *res);
 void bench_report_json(const bench_cfg *cfg, bench_result *res);
+
+/* ---- scenarios beyond run.c's own (lease.c, registry.c) -----------------
+ *
+ * A scenario that needs more than one unary call per request (streams,
+ * state between requests, work before the clock) plugs into run.c's
+ * closed-loop generator through a bench_ops table. run.c still owns the
+ * connections, the clients, tickets, --rate, --duration, the per-thread
+ * latency arrays, the error table, the progress bar and the clock; the
+ * scenario starts each ticket's request in send() and completes it with
+ * bench_req_done(). Every hook of a thread runs on the thread that drives
+ * that thread's loop. */
+
+/* One event loop's share, as a scenario sees it. */
+typedef struct bench_ctx {
+  const bench_cfg *cfg;
+  cc_loop *loop;
+  cc_conn **conns; /* this thread's connections */
+  int n_conns;
+  int index;                  /* thread number, 0 .. cfg->threads - 1 */
+  struct bench_req **reqs;    /* this thread's clients */
+  int n_reqs;
+  void *data;                 /* the scenario's per-thread state */
+} bench_ctx;
+
+/* One closed-loop client, as a scenario sees it. */
+typedef struct bench_req {
+  bench_ctx *ctx;
+  cc_conn *conn;
+  int index;    /* global client number, 0 .. cfg->clients - 1 */
+  long ticket;  /* the request being made: 0, 1, ... (unbounded with --duration) */
+  double start; /* when run.c started it (bench_now_s clock) */
+  uint8_t kind; /* set by send() when the table's lat_kinds is set: kept
+                   beside the request's latency (bench_result.lat_kind) */
+  void *data;   /* the scenario's per-client state */
+} bench_req;
+
+typedef struct bench_ops {
+  /* Before the clock, once per thread in thread order, after the
+   * connections are up: grants, registrations, streams. -1 aborts the
+   * run (message on stderr). */
+  int (*thread_setup)(bench_ctx *x);
+  /* Before the clock, after every thread's setup (watchers). May be NULL. */
+  int (*thread_ready)(bench_ctx *x);
+  /* Starts request r->ticket; returns 0, or -1 if memory ran out. */
+  int (*send)(bench_req *r);
+  /* Every loop turn: ms until it wants to run again, -1 if no timer. May be NULL. */
+  int (*tick)(bench_ctx *x);
+  /* After the thread's last request completed (draining). May be NULL. */
+  void (*thread_finish)(bench_ctx *x);
+  /* After every thread joined, the server was measured and the latencies
+   * were joined into res->lat, on the main thread: errors of background
+   * work, the "extra" figures (bench_figs_attach). */
+  void (*collect)(bench_ctx *const *xs, int n, bench_result *res);
+  void (*thread_free)(bench_ctx *x);
+  int lat_kinds; /* keep bench_req.kind per latency, into res->lat_kind */
+} bench_ops;
+
+extern const bench_ops bench_lease_keepalive_ops; /* lease.c */
+extern const bench_ops bench_registry_ops;        /* registry.c */
+
+/* run.c: completes r's request (latency from r->start, or an error) and
+ * starts the client's next one. Only from a callback of r's loop. */
+void bench_req_done(bench_req *r, int status, const char *message);
+
+/* extra.c: a scenario's "extra" figures as a list of named numbers and
+ * latency statistics, printed in order through the bench_result callbacks
+ * (`,"extra":{...}` in JSON; a section after the text report). */
+typedef struct bench_figs bench_figs;
+/* Makes an empty list res->extra, with extra_json, extra_text and
+ * extra_free set to its printers; NULL if memory ran out (the figures are
+ * then lost, the report still prints). */
+bench_figs *bench_figs_attach(bench_result *res);
+void bench_figs_num(bench_figs *f, const char *name, double v);
+/* Statistics of lat[0..n) as bench_stats_compute selects them (entries
+ * >= 0 of kind want_kind), printed as bench_stats_json / bench_stats_text. */
+void bench_figs_lat(bench_figs *f, const char *name, const double *lat, const uint8_t *kind,
+                    int want_kind, long n, double wall_s);
+
+/* lease.c, registry.c: their "parameters" members (after a comma). */
+void bench_lease_params_json(const bench_cfg *cfg);
+void bench_registry_params_json(const bench_cfg *cfg);
 
 #endif /* CETCD_BENCH_H */

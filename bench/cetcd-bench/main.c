@@ -18,12 +18,16 @@
  *                                     --watchers-per-stream N --put-total N
  *                                     --put-rate R --key-size B --val-size B
  *                                     --key-space-size N]
+ *   cetcd-bench [global flags] lease-keepalive [--total N --leases N --ttl S --revoke]
+ *   cetcd-bench [global flags] registry [--total N --services S --instances N
+ *                                     --ttl S --watchers W --churn-rate R --consistency l|s]
  *
  * Scenario defaults are those of etcd's tool for that command (watch and
  * watch-latency: 32-byte keys; watch-latency: 32-byte values; txn-mixed:
- * --limit 1000). --duration D (30s, 500ms, 2m) runs a scenario that long
- * instead of --total / --put-total. --target-leader sends everything to
- * the leader among --endpoints.
+ * --limit 1000; lease-keepalive: --ttl 100 and one lease per client;
+ * registry, which etcd's tool lacks: --ttl 10). --duration D (30s, 500ms,
+ * 2m) runs a scenario that long instead of --total / --put-total.
+ * --target-leader sends everything to the leader among --endpoints.
  *
  * Flag names and defaults are those of etcd's benchmark tool where it has
  * the flag (--endpoints, --conns, --clients, --total, --key-size, --val-size,
@@ -47,7 +51,8 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: cetcd-bench [flags] put|txn-put|range KEY [END]|txn-mixed KEY [END]|watch|"
-          "watch-latency\n"
+          "watch-latency|lease-keepalive|registry\n"
+          "       cetcd-bench compare ...\n"
           "\n"
           "Commands:\n"
           "  compare ...    A against B, side by side (cetcd-bench compare --help)\n"
@@ -57,6 +62,8 @@ static void usage(FILE *f) {
           "  txn-mixed KEY [END] Benchmark a mix of ranges (KEY [END], in a Txn) and txn-puts\n"
           "  watch          Benchmark watch creation, then the events of puts\n"
           "  watch-latency  Benchmark put-to-event latency over many watchers\n"
+          "  lease-keepalive Benchmark lease keepalive (LeaseKeepAlive streams)\n"
+          "  registry       Benchmark a service registry (leases, keepalives, watchers, churn)\n"
           "\n"
           "Flags:\n"
           "  --endpoints LIST       comma-separated gRPC endpoints (default 127.0.0.1:2379)\n"
@@ -82,6 +89,13 @@ static void usage(FILE *f) {
           "  --watched-key-total N  watch: keys watched (default 1)\n"
           "  --put-total N          watch: puts after the watchers are created (default 1000)\n"
           "  --put-rate N           watch: puts per second, 0 = no limit (watch 0, watch-latency 100)\n"
+          "  --leases N             lease-keepalive: leases granted before the clock (default 0 = one per client)\n"
+          "  --ttl S                lease TTL seconds (default: lease-keepalive 100, registry 10)\n"
+          "  --revoke               lease-keepalive: revoke the leases afterwards, timed in extra\n"
+          "  --services N           registry: services (default 100)\n"
+          "  --instances N          registry: instances, one lease and key each (default 10000)\n"
+          "  --watchers N           registry: prefix watchers, one service each (default = services)\n"
+          "  --churn-rate R         registry: deregister+register cycles per second (default 100)\n"
           "  --cacert FILE          verify the server with this CA bundle (TLS)\n"
           "  --cert FILE            client certificate (TLS)\n"
           "  --key FILE             client certificate key (TLS)\n"
@@ -96,6 +110,7 @@ enum {
   OPT_SERVER_PID, OPT_TXN_OPS, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_HELP,
   OPT_RW_RATIO, OPT_DURATION, OPT_TARGET_LEADER, OPT_STREAMS, OPT_WATCH_PER_STREAM,
   OPT_WATCHED_KEY_TOTAL, OPT_PUT_TOTAL, OPT_PUT_RATE,
+  OPT_LEASES, OPT_TTL, OPT_REVOKE, OPT_SERVICES, OPT_INSTANCES, OPT_WATCHERS, OPT_CHURN_RATE,
 };
 
 static const struct option long_opts[] = {
@@ -129,6 +144,13 @@ static const struct option long_opts[] = {
     {"watched-key-total", required_argument, NULL, OPT_WATCHED_KEY_TOTAL},
     {"put-total", required_argument, NULL, OPT_PUT_TOTAL},
     {"put-rate", required_argument, NULL, OPT_PUT_RATE},
+    {"leases", required_argument, NULL, OPT_LEASES},
+    {"ttl", required_argument, NULL, OPT_TTL},
+    {"revoke", no_argument, NULL, OPT_REVOKE},
+    {"services", required_argument, NULL, OPT_SERVICES},
+    {"instances", required_argument, NULL, OPT_INSTANCES},
+    {"watchers", required_argument, NULL, OPT_WATCHERS},
+    {"churn-rate", required_argument, NULL, OPT_CHURN_RATE},
     {NULL, 0, NULL, 0},
 };
 
@@ -258,6 +280,14 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
     break;
   case OPT_PUT_TOTAL: cfg->put_total = parse_long("put-total", arg, 1, 1000000000); break;
   case OPT_PUT_RATE: cfg->put_rate = (double)parse_long("put-rate", arg, 0, 100000000); break;
+  case OPT_LEASES: cfg->leases = parse_long("leases", arg, 0, 100000000); break;
+  case OPT_TTL: cfg->ttl = (int)parse_long("ttl", arg, 1, 1000000); break;
+  case OPT_REVOKE: cfg->revoke = 1; break;
+  case OPT_SERVICES: cfg->services = (int)parse_long("services", arg, 1, 1000000); break;
+  /* registry lease ids carry the instance number in 24 bits (registry.c) */
+  case OPT_INSTANCES: cfg->instances = parse_long("instances", arg, 1, 1L << 24); break;
+  case OPT_WATCHERS: cfg->watchers = (int)parse_long("watchers", arg, 0, 1000000); break;
+  case OPT_CHURN_RATE: cfg->churn_rate = (double)parse_long("churn-rate", arg, 0, 1000000); break;
   case OPT_HELP: usage(stdout); exit(0);
   default: usage(stderr); exit(2);
   }
@@ -274,6 +304,14 @@ static void apply_scenario_defaults(bench_cfg *cfg) {
   if (cfg->scenario == BENCH_WATCH_LATENCY && !cfg->val_size_set) cfg->val_size = 32;
   /* watch: etcd's tool puts "data"; ours carries the put's number */
   if (cfg->scenario == BENCH_WATCH && !cfg->val_size_set) cfg->val_size = 8;
+  if (cfg->scenario == BENCH_LEASE_KEEPALIVE) {
+    if (cfg->ttl == 0) cfg->ttl = 100; /* etcd's tool grants with TTL 100 */
+    if (cfg->leases == 0) cfg->leases = cfg->clients; /* and one lease per client */
+  }
+  if (cfg->scenario == BENCH_REGISTRY) {
+    if (cfg->ttl == 0) cfg->ttl = 10;
+    if (cfg->watchers < 0) cfg->watchers = cfg->services;
+  }
   if (watchy && cfg->val_size < 8) {
     fprintf(stderr, "cetcd-bench: %s needs --val-size >= 8 (the put's number is in the value)\n",
             cfg->scenario_name);
@@ -297,6 +335,10 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
   cfg->watched_key_total = 1;
   cfg->put_total = 1000;
   cfg->put_rate = -1;
+  cfg->services = 100;
+  cfg->instances = 10000;
+  cfg->watchers = -1; /* = services */
+  cfg->churn_rate = 100;
   int opt;
   while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
     if (opt == 'h') opt = OPT_HELP;
@@ -308,6 +350,10 @@ static void parse_args(bench_cfg *cfg, int argc, char **argv) {
     cfg->scenario = BENCH_PUT;
   } else if (npos == 1 && strcmp(pos[0], "txn-put") == 0) {
     cfg->scenario = BENCH_TXN_PUT;
+  } else if (npos == 1 && strcmp(pos[0], "lease-keepalive") == 0) {
+    cfg->scenario = BENCH_LEASE_KEEPALIVE;
+  } else if (npos == 1 && strcmp(pos[0], "registry") == 0) {
+    cfg->scenario = BENCH_REGISTRY;
   } else if (npos >= 2 && npos <= 3 && strcmp(pos[0], "range") == 0) {
     cfg->scenario = BENCH_RANGE;
     cfg->range_key = pos[1];

@@ -8,8 +8,9 @@
  * tool computes them (successful requests only; population stddev; the
  * percentile is the first sorted sample at or past the rank), so numbers
  * from the two tools can be compared. After it come what etcd's tool does
- * not print: the bench's own CPU per 1000 requests and the server's peak
- * RSS and CPU when --server-pid is given.
+ * not print: the bench's own CPU per 1000 requests, the server's peak
+ * RSS and CPU when --server-pid is given, and the scenario's own figures
+ * (bench_result.extra_text / extra_json, set by the scenario).
  */
 #include <math.h>
 #include <stdio.h>
@@ -265,6 +266,10 @@ static void json_params(const bench_cfg *cfg) {
   } else if (cfg->scenario == BENCH_TXN_PUT) {
     printf(",\"key_size\":%d,\"val_size\":%d,\"key_space_size\":%ld,\"txn_ops\":%d",
            cfg->key_size, cfg->val_size, cfg->key_space_size, cfg->txn_ops);
+  } else if (cfg->scenario == BENCH_LEASE_KEEPALIVE) {
+    bench_lease_params_json(cfg);
+  } else if (cfg->scenario == BENCH_REGISTRY) {
+    bench_registry_params_json(cfg);
   } else {
     printf(",\"key\":");
     json_string(cfg->range_key);

@@ -8,7 +8,9 @@
  *
  * Every request takes a ticket (0 .. total-1) from a shared counter. The
  * ticket decides the key (--sequential-keys). Each thread appends its
- * latencies to its own array (no lock); the arrays are joined at the end.
+ * latencies to its own array (no lock), and, for scenarios that report
+ * kinds of requests apart (txn-mixed, registry), each request's kind to a
+ * second one; the arrays are joined at the end.
  * With --duration the tickets are unbounded and a client stops taking
  * them once the duration has passed.
  *
@@ -27,6 +29,10 @@
  *
  * Connections are established before the clock starts, as etcd's benchmark
  * tool dials its clients first.
+ *
+ * Scenarios with their own files (lease.c, registry.c) plug in through a
+ * bench_ops table (bench.h): their hooks start each ticket's request and
+ * complete it with bench_req_done(); everything else here is shared.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -54,12 +60,13 @@ typedef struct bench_client {
   double due; /* --rate: start slot */
   uint64_t rng;
   struct bench_client *wait_next;
-  int is_write;  /* txn-mixed: this request is a write */
+  uint8_t kind;  /* kept beside the latency when sh->kinds (txn-mixed: 1 = write) */
   uint8_t *key; /* key_size bytes (put), key_size * txn_ops (txn-put) */
   /* txn-put: the request's parts, built once per client */
   Etcdserverpb__PutRequest *txn_puts;
   Etcdserverpb__RequestOp *txn_ops;
   Etcdserverpb__RequestOp **txn_op_ptrs;
+  bench_req req; /* what a bench_ops scenario sees of this client */
 } bench_client;
 
 typedef struct bench_shared {
@@ -78,6 +85,8 @@ typedef struct bench_shared {
    * running protobuf-c's descriptor-driven packer; NULL: pack each time. */
   uint8_t *tmpl;
   size_t tmpl_len, tmpl_key_off;
+  const bench_ops *ops; /* lease-keepalive, registry; NULL: the unary scenarios */
+  int kinds;            /* keep a kind per latency (txn-mixed; ops->lat_kinds) */
 } bench_shared;
 
 struct bench_thread {
@@ -92,13 +101,14 @@ struct bench_thread {
   bench_errs errs;
   long ok, failed;
   double *lat;      /* this thread's latencies (< 0: failed) */
-  uint8_t *kind;    /* txn-mixed: 1 = write, per lat entry */
+  uint8_t *kind;    /* with sh->kinds: the request's kind, per lat entry */
   long n_lat, cap_lat;
   int lat_oom;      /* latencies lost because memory ran out */
   double last_done;
   int index;
   uint8_t *scratch; /* put: the template with this request's key */
   pthread_t tid;
+  bench_ctx ctx; /* what a bench_ops scenario sees of this thread */
 };
 
 double bench_now_s(void) {
@@ -168,22 +178,23 @@ static double rate_take_slot(bench_shared *sh) {
   return (double)slot * 1e-9;
 }
 
-/* Appends one latency (< 0: failed) to the thread's array. */
-static void thread_add_lat(bench_thread *t, double lat, int is_write) {
+/* Appends one latency (< 0: failed) and, with sh->kinds, its kind to the
+ * thread's arrays. */
+static void thread_add_lat(bench_thread *t, double lat, uint8_t kind) {
+  int kinds = t->sh->kinds;
   if (t->n_lat == t->cap_lat) {
     long cap = t->cap_lat ? t->cap_lat * 2 : 4096;
     double *l = realloc(t->lat, sizeof *l * (size_t)cap);
     if (l) t->lat = l;
-    uint8_t *k = t->kind || t->sh->cfg->scenario == BENCH_TXN_MIXED
-                     ? realloc(t->kind, (size_t)cap) : NULL;
+    uint8_t *k = kinds ? realloc(t->kind, (size_t)cap) : NULL;
     if (k) t->kind = k;
-    if (!l || (t->sh->cfg->scenario == BENCH_TXN_MIXED && !k)) {
+    if (!l || (kinds && !k)) {
       t->lat_oom++;
       return;
     }
     t->cap_lat = cap;
   }
-  if (t->kind) t->kind[t->n_lat] = (uint8_t)is_write;
+  if (kinds) t->kind[t->n_lat] = kind;
   t->lat[t->n_lat++] = lat;
 }
 
@@ -193,10 +204,10 @@ static void client_done(bench_client *c, int status, const char *message) {
   t->last_done = end;
   if (t->sh->progress) atomic_fetch_add_explicit(&t->sh->completed, 1, memory_order_relaxed);
   if (status == CC_STATUS_OK) {
-    thread_add_lat(t, end - c->start, c->is_write);
+    thread_add_lat(t, end - c->start, c->kind);
     t->ok++;
   } else {
-    thread_add_lat(t, -1.0, c->is_write);
+    thread_add_lat(t, -1.0, c->kind);
     t->failed++;
     bench_errs_add(&t->errs, status, message, 1);
   }
@@ -204,6 +215,12 @@ static void client_done(bench_client *c, int status, const char *message) {
 }
 
 static void on_reply(void *ud, const cc_reply *r) { client_done(ud, r->status, r->message); }
+
+void bench_req_done(bench_req *r, int status, const char *message) {
+  bench_client *c = (bench_client *)(void *)((char *)r - offsetof(bench_client, req));
+  c->kind = r->kind;
+  client_done(c, status, message);
+}
 
 /* txn-put: txn_ops puts on consecutive keys, as etcd's tool builds them. */
 static int client_send_txn(bench_client *c) {
@@ -224,13 +241,18 @@ static void client_send(bench_client *c) {
   const bench_cfg *cfg = c->t->sh->cfg;
   int rv;
   c->start = now_s();
-  if (cfg->scenario == BENCH_TXN_MIXED) {
+  if (c->t->sh->ops) {
+    c->req.ticket = c->ticket;
+    c->req.start = c->start;
+    rv = c->t->sh->ops->send(&c->req);
+    c->kind = c->req.kind; /* for the error below */
+  } else if (cfg->scenario == BENCH_TXN_MIXED) {
     /* etcd's tool: read with probability rw / (1 + rw) */
     double u = (double)(rng_next(&c->rng) >> 11) * 0x1p-53;
-    c->is_write = !(u < cfg->rw_ratio / (1.0 + cfg->rw_ratio));
+    c->kind = !(u < cfg->rw_ratio / (1.0 + cfg->rw_ratio));
     bench_shared *sh = c->t->sh;
-    rv = c->is_write ? client_send_txn(c)
-                     : cc_unary_raw(c->conn, CC_PATH_TXN, sh->tmpl, sh->tmpl_len, on_reply, c);
+    rv = c->kind ? client_send_txn(c)
+                 : cc_unary_raw(c->conn, CC_PATH_TXN, sh->tmpl, sh->tmpl_len, on_reply, c);
   } else if (cfg->scenario == BENCH_TXN_PUT) {
     rv = client_send_txn(c);
   } else if (cfg->scenario == BENCH_PUT) {
@@ -400,11 +422,14 @@ static void *thread_main(void *arg) {
   bench_thread *t = arg;
   int drawer = t->sh->progress && t->index == 0;
   double next_draw = 0;
+  const bench_ops *ops = t->sh->ops;
   t->active = t->n_clients;
   for (int i = 0; i < t->n_clients; i++) client_take(&t->clients[i]);
   while (t->active > 0) {
     int wait = thread_release_due(t);
     if (wait < 0 || wait > 100) wait = 100;
+    int tick = ops && ops->tick ? ops->tick(&t->ctx) : -1;
+    if (tick >= 0 && tick < wait) wait = tick;
     if (drawer && now_s() >= next_draw) {
       progress_draw(t->sh, 0);
       next_draw = now_s() + 0.2;
@@ -414,6 +439,7 @@ static void *thread_main(void *arg) {
       break;
     }
   }
+  if (ops && ops->thread_finish) ops->thread_finish(&t->ctx);
   return NULL;
 }
 
@@ -476,6 +502,24 @@ static int client_setup_txn(bench_client *c, const bench_cfg *cfg, uint8_t *valu
   return 0;
 }
 
+/* A bench_ops scenario's work before the clock: every thread's setup, then
+ * every thread's ready (so that watchers see none of the setup's writes). */
+static int threads_setup_ops(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
+  for (int i = 0; i < cfg->threads; i++) {
+    bench_thread *t = &ts[i];
+    t->ctx = (bench_ctx){.cfg = cfg, .loop = t->loop, .conns = t->conns, .n_conns = t->n_conns,
+                         .index = i, .n_reqs = t->n_clients};
+    t->ctx.reqs = calloc((size_t)t->n_clients + 1, sizeof *t->ctx.reqs);
+    if (!t->ctx.reqs) return -1;
+    for (int j = 0; j < t->n_clients; j++) t->ctx.reqs[j] = &t->clients[j].req;
+  }
+  for (int i = 0; i < cfg->threads; i++)
+    if (sh->ops->thread_setup(&ts[i].ctx) != 0) return -1;
+  for (int i = 0; i < cfg->threads; i++)
+    if (sh->ops->thread_ready && sh->ops->thread_ready(&ts[i].ctx) != 0) return -1;
+  return 0;
+}
+
 static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cfg) {
   int failed = 0;
   for (int i = 0; i < cfg->threads; i++) {
@@ -510,12 +554,15 @@ static int threads_setup(bench_thread *ts, bench_shared *sh, const bench_cfg *cf
     if ((cfg->scenario == BENCH_TXN_PUT || cfg->scenario == BENCH_TXN_MIXED) &&
         client_setup_txn(c, cfg, sh->value) != 0)
       return -1;
+    c->req = (bench_req){.ctx = &t->ctx, .conn = c->conn, .index = i};
   }
-  return 0;
+  return sh->ops ? threads_setup_ops(ts, sh, cfg) : 0;
 }
 
-static void threads_free(bench_thread *ts, int n) {
+static void threads_free(bench_thread *ts, int n, const bench_ops *ops) {
   for (int i = 0; i < n; i++) {
+    if (ops && ops->thread_free && ts[i].ctx.cfg) ops->thread_free(&ts[i].ctx);
+    free(ts[i].ctx.reqs);
     for (int j = 0; j < ts[i].n_clients; j++) {
       bench_client *c = &ts[i].clients[j];
       free(c->key);
@@ -538,12 +585,13 @@ static double rusage_s(const struct timeval *tv) {
 }
 
 /* Joins the threads' latency arrays into res->lat (and lat_kind). */
-static int threads_join_lat(bench_thread *ts, const bench_cfg *cfg, bench_result *res) {
+static int threads_join_lat(bench_thread *ts, const bench_cfg *cfg, int kinds,
+                            bench_result *res) {
   long n = 0;
   for (int i = 0; i < cfg->threads; i++) n += ts[i].n_lat;
   res->lat = malloc(sizeof *res->lat * (size_t)(n ? n : 1));
-  if (cfg->scenario == BENCH_TXN_MIXED) res->lat_kind = malloc((size_t)(n ? n : 1));
-  if (!res->lat || (cfg->scenario == BENCH_TXN_MIXED && !res->lat_kind)) return -1;
+  if (kinds) res->lat_kind = malloc((size_t)(n ? n : 1));
+  if (!res->lat || (kinds && !res->lat_kind)) return -1;
   for (int i = 0; i < cfg->threads; i++) {
     memcpy(res->lat + res->n_lat, ts[i].lat, sizeof *res->lat * (size_t)ts[i].n_lat);
     if (res->lat_kind) memcpy(res->lat_kind + res->n_lat, ts[i].kind, (size_t)ts[i].n_lat);
@@ -639,6 +687,9 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
     return bench_watch_run(cfg, res);
   int rc = -1;
   bench_shared sh = {.cfg = cfg, .res = res};
+  if (cfg->scenario == BENCH_LEASE_KEEPALIVE) sh.ops = &bench_lease_keepalive_ops;
+  if (cfg->scenario == BENCH_REGISTRY) sh.ops = &bench_registry_ops;
+  sh.kinds = cfg->scenario == BENCH_TXN_MIXED || (sh.ops && sh.ops->lat_kinds);
   bench_thread *ts = calloc((size_t)cfg->threads, sizeof *ts);
   sh.total = cfg->duration_s > 0 ? LONG_MAX : cfg->total;
   sh.value = malloc((size_t)cfg->val_size + 1);
@@ -661,8 +712,8 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
     /* room for the thread's share, so the hot path never reallocates */
     ts[i].cap_lat = cfg->total / cfg->threads + cfg->clients + 1;
     ts[i].lat = malloc(sizeof *ts[i].lat * (size_t)ts[i].cap_lat);
-    if (cfg->scenario == BENCH_TXN_MIXED) ts[i].kind = malloc((size_t)ts[i].cap_lat);
-    if (!ts[i].lat || (cfg->scenario == BENCH_TXN_MIXED && !ts[i].kind)) {
+    if (sh.kinds) ts[i].kind = malloc((size_t)ts[i].cap_lat);
+    if (!ts[i].lat || (sh.kinds && !ts[i].kind)) {
       fprintf(stderr, "cetcd-bench: out of memory\n");
       goto out;
     }
@@ -685,7 +736,7 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
   if (sh.progress) progress_draw(&sh, 1);
   bench_usage_end(cfg, &usage, res);
   threads_collect(ts, cfg, res, sh.t0);
-  if (threads_join_lat(ts, cfg, res) != 0) {
+  if (threads_join_lat(ts, cfg, sh.kinds, res) != 0) {
     fprintf(stderr, "cetcd-bench: out of memory\n");
     goto out;
   }
@@ -693,9 +744,14 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
     res->extra_json = txn_mixed_extra_json;
     res->extra_text = txn_mixed_extra_text;
   }
+  if (sh.ops) {
+    bench_ctx *xs[64]; /* --threads is at most 64 */
+    for (int i = 0; i < cfg->threads; i++) xs[i] = &ts[i].ctx;
+    sh.ops->collect(xs, cfg->threads, res);
+  }
   rc = 0;
 out:
-  if (ts) threads_free(ts, cfg->threads);
+  if (ts) threads_free(ts, cfg->threads, sh.ops);
   free(sh.value);
   free(sh.tmpl);
   return rc;

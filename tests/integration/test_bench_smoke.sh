@@ -9,7 +9,12 @@
 # runs (linearizable and serializable) and a txn-put run must succeed; so must short
 # txn-mixed, watch and watch-latency runs (10 streams x 10 watchers, 50 puts), whose
 # JSON must show ok == requests, errors == 0 and, for the watch scenarios, every
-# event received in order. A dead endpoint must
+# event received in order; --target-leader must find the leader (both servers serve
+# Maintenance.Status). lease-keepalive (1000 leases, 5000 keepalives over 50 streams)
+# and registry (5 services x 50 instances, TTL 3 s, 5 watchers, 4000 requests
+# paced to 2000/s so that background keepalives run) must report
+# ok == requests, 0 errors, and keepalives and watch events seen; so must both
+# with --duration instead of --total. A dead endpoint must
 # show up as counted Unavailable errors and exit status 1. Then TLS: etcd on
 # an https URL with a fresh self-signed certificate (openssl CLI); a put run
 # with --cacert must succeed, one without must fail certificate verification.
@@ -134,6 +139,25 @@ check_new_scenarios() {
   grep -q "using .*the leader" "$err" || { echo "FAIL($name): --target-leader did not say which"; return 1; }
 }
 
+# check_json OUT SCENARIO REQUESTS EXTRA_CONDITION: the compare tool's
+# top-level fields are there, every request succeeded, no (background)
+# errors, and the condition on "extra" (as e) holds.
+check_json() {
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
+import json, sys
+out, scenario, n, cond = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+d = json.loads(out)
+for k in ("scenario", "parameters", "requests", "ok", "errors", "error_distribution", "total_secs",
+          "requests_per_sec", "latency_secs", "bench_cpu_secs", "bench_cpu_ms_per_1000", "extra"):
+    assert k in d, "missing " + k
+assert d["scenario"] == scenario, d["scenario"]
+assert d["requests"] == n and d["ok"] == n and d["errors"] == 0, (d["requests"], d["ok"], d["errors"])
+assert d["latency_secs"]["p99"] is not None
+e = d["extra"]
+assert eval(cond), cond
+PY
+}
+
 check_server() {
   local name=$1 out ok errs n
   echo "== $name at $EP"
@@ -166,6 +190,25 @@ check_server() {
   errs=$(echo "$out" | json_num errors)
   [ "$ok" = 200 ] && [ "$errs" = 0 ] || { echo "FAIL($name): txn-put: ok=$ok errors=$errs"; return 1; }
   check_new_scenarios "$name" || return 1
+  out=$(timeout 120 "$BENCH" --endpoints "$EP" --conns 5 --clients 50 --format json \
+    lease-keepalive --leases 1000 --total 5000) || true
+  echo "$out"
+  check_json "$out" lease-keepalive 5000 "e['leases'] == 1000 and e['grants_per_sec'] > 0" ||
+    { echo "FAIL($name): lease-keepalive"; return 1; }
+  out=$(timeout 120 "$BENCH" --endpoints "$EP" --conns 5 --clients 50 --rate 2000 --format json \
+    registry --services 5 --instances 250 --ttl 3 --watchers 5 --total 4000) || true
+  echo "$out"
+  check_json "$out" registry 4000 "e['keepalives_sent'] > 0 and e['keepalive']['count'] > 0 and \
+e['watch_events_seen'] >= e['watch_events_expected'] > 0 and e['churn_cycles'] > 0 and \
+e['discovery_get']['count'] > 0" || { echo "FAIL($name): registry"; return 1; }
+  # with --duration the keepalives and the registry's requests run until it ends
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --conns 5 --clients 50 --format json \
+    lease-keepalive --leases 1000 --duration 1s) || true
+  expect_ok "$name" "lease-keepalive --duration" "$out" || return 1
+  out=$(timeout 60 "$BENCH" --endpoints "$EP" --conns 2 --clients 10 --format json \
+    registry --services 5 --instances 100 --duration 1s) || true
+  expect_ok "$name" "registry --duration" "$out" || return 1
+  echo "$out" | grep -qF '"discovery_get":{"count":' || { echo "FAIL($name): registry --duration: no per-op figures"; return 1; }
   # The text report carries etcd's summary shape.
   out=$(timeout 60 "$BENCH" --endpoints "$EP" put --total 200)
   for want in "Summary:" "Requests/sec:" "Response time histogram:" "Latency distribution:" "99% in" "Bench CPU:"; do
