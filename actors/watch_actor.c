@@ -959,7 +959,9 @@ bool watch_hub_catch_up(watch_hub *h) {
     }
     if (rc) return false;
     h->stats.catchup_chunks++;
-    deliver(h, &h->unsynced, &h->hist, 0, true, next - 1);
+    /* etcd's syncWatchers: every catch-up response carries the store's
+     * current revision, also one that holds only the first chunk */
+    deliver(h, &h->unsynced, &h->hist, 0, true, h->cur_rev);
   }
   for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
     nx = w->gnext;
@@ -1120,6 +1122,11 @@ static void *watch_actor_main(void *arg) {
       mailbox_wait(&s->watch_mb, until > now ? (int)(until - now) : 0);
     }
   }
+  watch_hub_stats st;
+  watch_hub_get_stats(a->hub, &st);
+  log_printf(LOG_LEVEL_DEBUG, "watch", "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu catch-up chunks",
+             (unsigned long long)st.watchers, (unsigned long long)st.unsynced, (unsigned long long)st.stalls,
+             (unsigned long long)st.gaps, (unsigned long long)st.catchup_chunks);
   rcu_unregister_thread();
   return NULL;
 }

@@ -406,6 +406,36 @@ static void test_catch_up(void) {
   done();
 }
 
+/* etcd's syncWatchers sends every catch-up response with the store's
+ * current revision in its header (curRev), also when the watcher's history
+ * spans several chunks and the response holds only the first of them. */
+static void test_catch_up_header(void) {
+  fresh();
+  char v[16];
+  for (int i = 0; i < 3000; i++) {
+    snprintf(v, sizeof(v), "%d", i);
+    put("k", v);
+  }
+  int64_t cur = mvcc_current_rev(M); /* 3001 */
+  watch(1, "k", (wopt){.start = 2});
+  NG = 0;
+  catch_up();
+  size_t responses = 0, events = 0;
+  for (size_t i = 0; i < NG; i++) {
+    if (!G[i].nev) continue;
+    responses++;
+    events += G[i].nev;
+    CU_ASSERT(G[i].hdr_rev == cur);
+  }
+  CU_ASSERT(events == 3000);
+  CU_ASSERT(responses >= 3); /* chunks of at most 1024 records */
+  /* live again: one response per revision, header = that revision */
+  NG = 0;
+  put("k", "live");
+  CU_ASSERT(NG == 1 && G[0].nev == 1 && G[0].hdr_rev == cur + 1);
+  done();
+}
+
 static void test_compacted(void) {
   fresh();
   for (int i = 0; i < 10; i++) put("a", "v");
@@ -544,6 +574,7 @@ int main(void) {
   CU_add_test(s, "duplicate id, empty range, cancel, progress", test_control);
   CU_add_test(s, "interval tree = brute force", test_interval_tree);
   CU_add_test(s, "catch-up from history in chunks", test_catch_up);
+  CU_add_test(s, "catch-up header: the store's revision", test_catch_up_header);
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
