@@ -220,7 +220,7 @@ static void compact(int64_t rev) {
 typedef struct wopt {
   const char *end;  /* NULL = single key; "" = from key ("\0") */
   int64_t start, id;
-  bool prev, noput, nodelete, fragment;
+  bool prev, noput, nodelete, fragment, progress;
 } wopt;
 
 static net_call CALL(int32_t stream) { return (net_call){.loop = 0, .conn_slot = 1, .conn_gen = 1, .stream_id = stream}; }
@@ -234,6 +234,7 @@ static void watch(int32_t stream, const char *key, wopt o) {
   m->watch_id = o.id;
   m->start_revision = o.start;
   m->prev_kv = o.prev, m->noput = o.noput, m->nodelete = o.nodelete, m->fragment = o.fragment;
+  m->progress_notify = o.progress;
   m->key_len = (uint32_t)kl, m->end_len = (uint32_t)el;
   memcpy(m->data, key, kl);
   if (el) memcpy(m->data + kl, o.end[0] ? o.end : "", el);
@@ -436,6 +437,51 @@ static void test_catch_up_header(void) {
   done();
 }
 
+/* etcd 3.4 ticks progress per stream (each sendLoop has its own ticker,
+ * started with the stream, period interval + rand(interval / 10)); a server
+ * wide timer would notify a stream opened half an interval later at the
+ * same moment as the first. */
+static void test_progress_per_stream(void) {
+  fresh();
+  watch_hub_free(H);
+  watch_hub_env env = {.store = M, .cluster_id = 7, .member_id = 9, .max_request_bytes = 1536 * 1024,
+                       .post = post, .progress_ms = 1000, .seed = 42};
+  H = watch_hub_new(&env, mvcc_current_rev(M));
+  CU_ASSERT_FATAL(H != NULL);
+  int64_t cur = mvcc_current_rev(M);
+  watch_hub_clock(H, 0);
+  watch(1, "a", (wopt){.progress = true});
+  watch_hub_clock(H, 500);
+  watch(2, "b", (wopt){.progress = true});
+  watch(2, "c", (wopt){0});
+  NG = 0;
+  /* stream 1 ticks at 1000..1099, stream 2 at 1500..1599 */
+  CU_ASSERT(watch_hub_progress_due(H) >= 1000 && watch_hub_progress_due(H) < 1100);
+  watch_hub_clock(H, 999), watch_hub_progress(H);
+  CU_ASSERT(NG == 0);
+  watch_hub_clock(H, 1100), watch_hub_progress(H);
+  CU_ASSERT_FATAL(NG == 1);
+  CU_ASSERT(G[0].stream == 1 && G[0].watch_id == 0 && G[0].hdr_rev == cur && !G[0].nev && !G[0].created);
+  watch_hub_clock(H, 1499), watch_hub_progress(H);
+  CU_ASSERT(NG == 1);
+  watch_hub_clock(H, 1600), watch_hub_progress(H);
+  CU_ASSERT_FATAL(NG == 2);
+  CU_ASSERT(G[1].stream == 2 && G[1].watch_id == 0 && G[1].hdr_rev == cur); /* not "c": no progress_notify */
+  /* an event elides the next notification of its watcher */
+  put("a", "x");
+  CU_ASSERT(NG == 3 && G[2].nev == 1);
+  watch_hub_clock(H, 2200), watch_hub_progress(H); /* stream 1's 2nd tick: elided */
+  CU_ASSERT(NG == 3);
+  watch_hub_clock(H, 3300), watch_hub_progress(H); /* stream 1's 3rd, stream 2's 2nd */
+  CU_ASSERT(NG == 5);
+  /* a stream that is gone ticks no more; missed ticks are dropped, not bunched */
+  simple(2, WATCH_OP_GONE, 0);
+  watch_hub_clock(H, 10000), watch_hub_progress(H);
+  CU_ASSERT(NG == 6 && G[5].stream == 1);
+  CU_ASSERT(watch_hub_progress_due(H) > 10000 && watch_hub_progress_due(H) <= 11100);
+  done();
+}
+
 static void test_compacted(void) {
   fresh();
   for (int i = 0; i < 10; i++) put("a", "v");
@@ -575,6 +621,7 @@ int main(void) {
   CU_add_test(s, "interval tree = brute force", test_interval_tree);
   CU_add_test(s, "catch-up from history in chunks", test_catch_up);
   CU_add_test(s, "catch-up header: the store's revision", test_catch_up_header);
+  CU_add_test(s, "progress: a ticker per stream", test_progress_per_stream);
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
