@@ -36,6 +36,11 @@ struct server;
 #define WATCH_CATCHUP_EVENTS 1024
 #define WATCH_CATCHUP_BYTES (1024 * 1024)
 #define WATCH_CATCHUP_BYTES_MIN (16 * 1024)
+/* Watchers one chunk is for, at most (they take turns; etcd syncs 512 per
+ * round): so n * WATCH_CATCHUP_BYTES_MIN stays within WATCH_CATCHUP_BYTES.
+ * Without it, 10,000 watchers of one key that fell behind together got
+ * 16 KiB of history each from one chunk: ~160 MB of output in one burst. */
+#define WATCH_CATCHUP_WATCHERS (WATCH_CATCHUP_BYTES / WATCH_CATCHUP_BYTES_MIN)
 /* MSG_WATCH_OUTs posted to one net loop and not handled yet, at most: the
  * watch actor never waits on a loop's mailbox (net_post would), since that
  * loop may itself be waiting for room in the watch mailbox. A stream whose

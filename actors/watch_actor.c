@@ -199,7 +199,7 @@ struct wstream {
 };
 
 typedef struct wgroup {
-  watcher *all;         /* list of every member */
+  watcher *all, *last;  /* list of every member, and its last */
   size_t n;
   watcher **bk;         /* W_KEY hash buckets (power of two) */
   size_t nbk, nkey;
@@ -379,6 +379,7 @@ static int group_add(wgroup *g, watcher *w) {
   }
   w->gprev = NULL, w->gnext = g->all;
   if (g->all) g->all->gprev = w;
+  else g->last = w;
   g->all = w;
   g->n++;
   return 0;
@@ -398,7 +399,19 @@ static void group_del(wgroup *g, watcher *w) {
   if (w->gprev) w->gprev->gnext = w->gnext;
   else g->all = w->gnext;
   if (w->gnext) w->gnext->gprev = w->gprev;
+  else g->last = w->gprev;
   g->n--;
+}
+
+/* Moves w to the end of the group's list (catch-up takes turns). */
+static void group_to_last(wgroup *g, watcher *w) {
+  if (g->last == w) return;
+  if (w->gprev) w->gprev->gnext = w->gnext;
+  else g->all = w->gnext;
+  w->gnext->gprev = w->gprev;
+  w->gprev = g->last, w->gnext = NULL;
+  g->last->gnext = w;
+  g->last = w;
 }
 
 static int rg_start_cmp(const void *a, const void *b) {
@@ -992,13 +1005,14 @@ static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
   }
 }
 
-/* Marks the unsynced watchers whose streams have room; returns how many,
- * the lowest revision they need, and whether any wants prev_kv. */
+/* Marks up to WATCH_CATCHUP_WATCHERS unsynced watchers whose streams have
+ * room, from the front of the list; returns how many, the lowest revision
+ * they need, and whether any wants prev_kv. */
 static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev) {
   size_t n = 0;
   *from = INT64_MAX, *prev = false;
   for (watcher *w = h->unsynced.all; w; w = w->gnext) {
-    w->eligible = stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
+    w->eligible = n < WATCH_CATCHUP_WATCHERS && stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
     if (!w->eligible) continue;
     n++;
     if (w->next_rev < *from) *from = w->next_rev;
@@ -1041,6 +1055,7 @@ bool watch_hub_catch_up(watch_hub *h) {
     if (w->next_rev < next) w->next_rev = next;
     if (w->redo_rev) w->next_rev = w->redo_rev, w->redo_rev = 0;
     if (w->next_rev > h->cur_rev) w_move(h, w, true);
+    else group_to_last(&h->unsynced, w); /* the others' turn first */
   }
   return true;
 }

@@ -482,6 +482,45 @@ static void test_progress_per_stream(void) {
   done();
 }
 
+/* Many watchers of one key, all behind: a chunk is for at most
+ * WATCH_CATCHUP_WATCHERS of them (its output stays bounded), they take
+ * turns, and each still gets its whole history once, in order. */
+static void test_catch_up_many(void) {
+  fresh();
+  char v[101];
+  memset(v, 'x', 100), v[100] = 0;
+  for (int i = 0; i < 2000; i++) put("k", v);
+  enum { NW = 300 };
+  for (int i = 0; i < NW; i++) watch(1, "k", (wopt){.start = 2});
+  NG = 0;
+  CU_ASSERT(watch_hub_catch_up(H));
+  static size_t per[NW];
+  memset(per, 0, sizeof(per));
+  size_t who = 0;
+  for (size_t i = 0; i < NG; i++)
+    if (G[i].nev && G[i].watch_id >= 0 && G[i].watch_id < NW && per[G[i].watch_id]++ == 0) who++;
+  CU_ASSERT(who > 0 && who <= WATCH_CATCHUP_WATCHERS);
+  catch_up();
+  watch_hub_stats st;
+  watch_hub_get_stats(H, &st);
+  CU_ASSERT(st.unsynced == 0 && st.synced == NW);
+  memset(per, 0, sizeof(per));
+  int64_t last[NW] = {0};
+  size_t disorder = 0;
+  for (size_t i = 0; i < NG; i++) {
+    if (!G[i].nev || G[i].watch_id < 0 || G[i].watch_id >= NW) continue;
+    per[G[i].watch_id] += G[i].nev;
+    long long first = 0;
+    if (sscanf(G[i].ev, "P k@%lld", &first) == 1 && first <= last[G[i].watch_id]) disorder++;
+    last[G[i].watch_id] = first;
+  }
+  size_t complete = 0;
+  for (int i = 0; i < NW; i++) complete += per[i] == 2000;
+  CU_ASSERT(complete == NW);
+  CU_ASSERT(disorder == 0);
+  done();
+}
+
 static void test_compacted(void) {
   fresh();
   for (int i = 0; i < 10; i++) put("a", "v");
@@ -621,6 +660,7 @@ int main(void) {
   CU_add_test(s, "interval tree = brute force", test_interval_tree);
   CU_add_test(s, "catch-up from history in chunks", test_catch_up);
   CU_add_test(s, "catch-up header: the store's revision", test_catch_up_header);
+  CU_add_test(s, "catch-up: many watchers of one key take turns", test_catch_up_many);
   CU_add_test(s, "progress: a ticker per stream", test_progress_per_stream);
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
