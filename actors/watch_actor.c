@@ -28,10 +28,16 @@
  *             WATCH_STREAM_LOW_BYTES. History that gets compacted meanwhile
  *             cancels them with compact_revision, as etcd does.
  *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records (and about
- *             WATCH_CATCHUP_BYTES of output in all), one chunk per
- *             loop turn between mailbox drains, so synced watchers keep
- *             flowing while unsynced ones read history (etcd's
- *             syncWatchersLoop, without its 100 ms sleep).
+ *             WATCH_CATCHUP_BYTES of output in all) for at most
+ *             WATCH_CATCHUP_WATCHERS watchers, who take turns; one chunk
+ *             per loop turn between mailbox drains, so synced watchers
+ *             keep flowing while unsynced ones read history (etcd's
+ *             syncWatchersLoop, without its 100 ms sleep). Each catch-up
+ *             response carries the store's current revision in its header,
+ *             as etcd's syncWatchers does.
+ *   Progress: a ticker per stream, as etcd 3.4's sendLoop has
+ *             (watch_hub_progress); the actor sleeps until the next tick
+ *             that is due.
  *
  * The registry (etcd's watcherGroup): per group (synced, unsynced), watchers
  * of a single key sit in a hash table on the key; range and from-key
