@@ -36,6 +36,11 @@ struct server;
 #define WATCH_CATCHUP_EVENTS 1024
 #define WATCH_CATCHUP_BYTES (1024 * 1024)
 #define WATCH_CATCHUP_BYTES_MIN (16 * 1024)
+/* Watchers one chunk is for, at most (they take turns; etcd syncs 512 per
+ * round): so n * WATCH_CATCHUP_BYTES_MIN stays within WATCH_CATCHUP_BYTES.
+ * Without it, 10,000 watchers of one key that fell behind together got
+ * 16 KiB of history each from one chunk: ~160 MB of output in one burst. */
+#define WATCH_CATCHUP_WATCHERS (WATCH_CATCHUP_BYTES / WATCH_CATCHUP_BYTES_MIN)
 /* MSG_WATCH_OUTs posted to one net loop and not handled yet, at most: the
  * watch actor never waits on a loop's mailbox (net_post would), since that
  * loop may itself be waiting for room in the watch mailbox. A stream whose
@@ -61,6 +66,8 @@ typedef struct watch_hub_env {
   uint32_t n_loops;           /* net loops (call.loop < n_loops) */
   _Atomic uint64_t *loop_handled; /* [n_loops]: MSG_WATCH_OUTs each loop handled
                                * (NULL: no per-loop bound, e.g. unit tests) */
+  uint64_t progress_ms;       /* progress-notify interval (0: no ticks) */
+  uint64_t seed;              /* for the per-stream jitter of the ticks */
 } watch_hub_env;
 
 /* cur_rev: the store revision whose events are already applied (the hub
@@ -80,10 +87,18 @@ void watch_hub_gap(watch_hub *h, int64_t rev);
 bool watch_hub_catch_up(watch_hub *h);
 /* Periodic: probes stalled streams for their backlog. */
 void watch_hub_tick(watch_hub *h);
-/* Progress notifications (etcd: every --experimental-watch-progress-
- * notify-interval) for synced watchers with progress_notify that got no
- * event since the last call. */
-void watch_hub_progress_notify(watch_hub *h);
+/* The hub's clock (the driver's monotonic milliseconds): set it before
+ * handing the hub requests, and before watch_hub_progress. */
+void watch_hub_clock(watch_hub *h, uint64_t now_ms);
+/* Progress notifications, etcd 3.4's per-stream ticker (v3rpc sendLoop):
+ * each stream ticks every env.progress_ms plus a jitter below a tenth of it,
+ * drawn once per stream, from when the hub first heard of the stream. At
+ * its tick each synced progress_notify watcher of the stream that got no
+ * event since the stream's last tick gets a notification. Runs the ticks
+ * due by the clock. */
+void watch_hub_progress(watch_hub *h);
+/* When the next tick is due (UINT64_MAX: none). */
+uint64_t watch_hub_progress_due(const watch_hub *h);
 /* True while some unsynced watcher waits for a stream to drain. */
 bool watch_hub_waiting(const watch_hub *h);
 

@@ -30,10 +30,16 @@
  *             WATCH_STREAM_LOW_BYTES. History that gets compacted meanwhile
  *             cancels them with compact_revision, as etcd does.
  *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records (and about
- *             WATCH_CATCHUP_BYTES of output in all), one chunk per
- *             loop turn between mailbox drains, so synced watchers keep
- *             flowing while unsynced ones read history (etcd's
- *             syncWatchersLoop, without its 100 ms sleep).
+ *             WATCH_CATCHUP_BYTES of output in all) for at most
+ *             WATCH_CATCHUP_WATCHERS watchers, who take turns; one chunk
+ *             per loop turn between mailbox drains, so synced watchers
+ *             keep flowing while unsynced ones read history (etcd's
+ *             syncWatchersLoop, without its 100 ms sleep). Each catch-up
+ *             response carries the store's current revision in its header,
+ *             as etcd's syncWatchers does.
+ *   Progress: a ticker per stream, as etcd 3.4's sendLoop has
+ *             (watch_hub_progress); the actor sleeps until the next tick
+ *             that is due.
  *
  * The registry (etcd's watcherGroup): per group (synced, unsynced), watchers
  * of a single key sit in a hash table on the key; range and from-key
@@ -196,10 +202,13 @@ struct wstream {
   size_t out_len, out_cap;
   wstream *tnext;
   bool touched;
+  uint64_t tick_ms;     /* progress ticker: next tick, */
+  uint64_t period_ms;   /* its period (interval + this stream's jitter), */
+  size_t tick_idx;      /* and its place in the hub's tick heap */
 };
 
 typedef struct wgroup {
-  watcher *all;         /* list of every member */
+  watcher *all, *last;  /* list of every member, and its last */
   size_t n;
   watcher **bk;         /* W_KEY hash buckets (power of two) */
   size_t nbk, nkey;
@@ -221,6 +230,10 @@ struct watch_hub {
   bool hist_failed;     /* out of memory while reading it */
   uint64_t *loop_posted; /* [env.n_loops]: MSG_WATCH_OUTs posted per loop */
   bool deferred;        /* some stream holds records its loop had no room for */
+  uint64_t now_ms;      /* the driver's clock (watch_hub_clock) */
+  wstream **ticks;      /* streams, a min-heap on tick_ms */
+  size_t nticks, capticks;
+  uint64_t rng;         /* xorshift state for the tick jitter */
   int64_t hdr_rev;      /* header cache */
   uint8_t hdr[64];
   size_t hdr_len;
@@ -375,6 +388,7 @@ static int group_add(wgroup *g, watcher *w) {
   }
   w->gprev = NULL, w->gnext = g->all;
   if (g->all) g->all->gprev = w;
+  else g->last = w;
   g->all = w;
   g->n++;
   return 0;
@@ -394,7 +408,19 @@ static void group_del(wgroup *g, watcher *w) {
   if (w->gprev) w->gprev->gnext = w->gnext;
   else g->all = w->gnext;
   if (w->gnext) w->gnext->gprev = w->gprev;
+  else g->last = w->gprev;
   g->n--;
+}
+
+/* Moves w to the end of the group's list (catch-up takes turns). */
+static void group_to_last(wgroup *g, watcher *w) {
+  if (g->last == w) return;
+  if (w->gprev) w->gprev->gnext = w->gnext;
+  else g->all = w->gnext;
+  w->gnext->gprev = w->gprev;
+  w->gprev = g->last, w->gnext = NULL;
+  g->last->gnext = w;
+  g->last = w;
 }
 
 static int rg_start_cmp(const void *a, const void *b) {
@@ -687,6 +713,64 @@ static void flush_streams(watch_hub *h, int64_t stall_from) {
 
 /* ===== streams and watchers ================================================ */
 
+/* --- the progress tick heap (min on tick_ms) --- */
+
+static void tick_set(watch_hub *h, size_t i, wstream *st) {
+  h->ticks[i] = st;
+  st->tick_idx = i;
+}
+
+static void tick_up(watch_hub *h, size_t i) {
+  wstream *st = h->ticks[i];
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (h->ticks[parent]->tick_ms <= st->tick_ms) break;
+    tick_set(h, i, h->ticks[parent]);
+    i = parent;
+  }
+  tick_set(h, i, st);
+}
+
+static void tick_down(watch_hub *h, size_t i) {
+  wstream *st = h->ticks[i];
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= h->nticks) break;
+    if (c + 1 < h->nticks && h->ticks[c + 1]->tick_ms < h->ticks[c]->tick_ms) c++;
+    if (h->ticks[c]->tick_ms >= st->tick_ms) break;
+    tick_set(h, i, h->ticks[c]);
+    i = c;
+  }
+  tick_set(h, i, st);
+}
+
+/* etcd's GetProgressReportInterval: the interval plus rand(interval / 10),
+ * drawn when the stream's ticker starts. */
+static int tick_add(watch_hub *h, wstream *st) {
+  if (h->nticks == h->capticks) {
+    size_t cap = h->capticks ? h->capticks * 2 : 64;
+    wstream **t = realloc(h->ticks, cap * sizeof(*t));
+    if (!t) return -ENOMEM;
+    h->ticks = t, h->capticks = cap;
+  }
+  h->rng ^= h->rng << 13, h->rng ^= h->rng >> 7, h->rng ^= h->rng << 17;
+  uint64_t tenth = h->env.progress_ms / 10;
+  st->period_ms = h->env.progress_ms + (tenth ? h->rng % tenth : 0);
+  st->tick_ms = h->now_ms + st->period_ms;
+  h->ticks[h->nticks] = st;
+  tick_up(h, h->nticks++);
+  return 0;
+}
+
+static void tick_del(watch_hub *h, wstream *st) {
+  size_t i = st->tick_idx;
+  wstream *last = h->ticks[--h->nticks];
+  if (last == st) return;
+  tick_set(h, i, last);
+  tick_up(h, i);
+  tick_down(h, last->tick_idx);
+}
+
 static uint64_t stream_key(net_call c) {
   return (uint64_t)(c.loop & 0xff) << 55 | (uint64_t)(c.conn_slot & 0xffffff) << 31 | ((uint32_t)c.stream_id & 0x7fffffff);
 }
@@ -710,6 +794,11 @@ static wstream *stream_get(watch_hub *h, net_call c) {
   st->fb = fb;
   st->call = c;
   st->skey = stream_key(c);
+  if (h->env.progress_ms && tick_add(h, st)) {
+    map_del(&h->streams, st->skey);
+    free(st), free(fb);
+    return NULL;
+  }
   return st;
 }
 
@@ -731,6 +820,7 @@ static void watcher_remove(watch_hub *h, watcher *w) {
 }
 
 static void stream_remove(watch_hub *h, wstream *st) {
+  if (h->env.progress_ms) tick_del(h, st);
   while (st->nw) watcher_remove(h, st->w[st->nw - 1]);
   map_del(&h->streams, st->skey);
   map_free(&st->ids);
@@ -924,13 +1014,14 @@ static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
   }
 }
 
-/* Marks the unsynced watchers whose streams have room; returns how many,
- * the lowest revision they need, and whether any wants prev_kv. */
+/* Marks up to WATCH_CATCHUP_WATCHERS unsynced watchers whose streams have
+ * room, from the front of the list; returns how many, the lowest revision
+ * they need, and whether any wants prev_kv. */
 static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev) {
   size_t n = 0;
   *from = INT64_MAX, *prev = false;
   for (watcher *w = h->unsynced.all; w; w = w->gnext) {
-    w->eligible = stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
+    w->eligible = n < WATCH_CATCHUP_WATCHERS && stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
     if (!w->eligible) continue;
     n++;
     if (w->next_rev < *from) *from = w->next_rev;
@@ -962,7 +1053,9 @@ bool watch_hub_catch_up(watch_hub *h) {
     }
     if (rc) return false;
     h->stats.catchup_chunks++;
-    deliver(h, &h->unsynced, &h->hist, 0, true, next - 1);
+    /* etcd's syncWatchers: every catch-up response carries the store's
+     * current revision, also one that holds only the first chunk */
+    deliver(h, &h->unsynced, &h->hist, 0, true, h->cur_rev);
   }
   for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
     nx = w->gnext;
@@ -971,6 +1064,7 @@ bool watch_hub_catch_up(watch_hub *h) {
     if (w->next_rev < next) w->next_rev = next;
     if (w->redo_rev) w->next_rev = w->redo_rev, w->redo_rev = 0;
     if (w->next_rev > h->cur_rev) w_move(h, w, true);
+    else group_to_last(&h->unsynced, w); /* the others' turn first */
   }
   return true;
 }
@@ -994,18 +1088,30 @@ void watch_hub_tick(watch_hub *h) {
   }
 }
 
-void watch_hub_progress_notify(watch_hub *h) {
-  for (size_t i = 0; i < h->streams.cap; i++) {
-    wstream *st = h->streams.v[i];
-    if (!st) continue;
-    for (size_t k = 0; k < st->nw; k++) {
-      watcher *w = st->w[k];
-      if (!w->progress) continue;
-      /* etcd: only a synced watcher answers; "elide next progress update if
-       * sent a key update" */
-      if (!w->got_events && w->synced) send_ctl(h, st, w->id, false, false, 0, NULL, h->cur_rev);
-      w->got_events = false;
-    }
+void watch_hub_clock(watch_hub *h, uint64_t now_ms) { h->now_ms = now_ms; }
+
+uint64_t watch_hub_progress_due(const watch_hub *h) { return h->nticks ? h->ticks[0]->tick_ms : UINT64_MAX; }
+
+/* One tick of st's ticker (etcd's sendLoop, case <-progressTicker.C). */
+static void stream_progress_tick(watch_hub *h, wstream *st) {
+  for (size_t k = 0; k < st->nw; k++) {
+    watcher *w = st->w[k];
+    if (!w->progress) continue;
+    /* etcd: only a synced watcher answers; "elide next progress update if
+     * sent a key update" */
+    if (!w->got_events && w->synced) send_ctl(h, st, w->id, false, false, 0, NULL, h->cur_rev);
+    w->got_events = false;
+  }
+}
+
+void watch_hub_progress(watch_hub *h) {
+  while (h->nticks && h->ticks[0]->tick_ms <= h->now_ms) {
+    wstream *st = h->ticks[0];
+    stream_progress_tick(h, st);
+    /* a Go ticker drops the ticks a slow receiver missed and keeps its phase */
+    do st->tick_ms += st->period_ms;
+    while (st->tick_ms <= h->now_ms);
+    tick_down(h, 0);
   }
 }
 
@@ -1023,6 +1129,7 @@ watch_hub *watch_hub_new(const watch_hub_env *env, int64_t cur_rev) {
   if (!h) return NULL;
   h->env = *env;
   h->cur_rev = cur_rev;
+  h->rng = env->seed | 1;
   if (env->loop_handled) {
     h->loop_posted = calloc(env->n_loops ? env->n_loops : 1, sizeof(*h->loop_posted));
     if (!h->loop_posted) {
@@ -1042,6 +1149,7 @@ void watch_hub_free(watch_hub *h) {
     i = (size_t)-1; /* the map shifted: rescan (shutdown only) */
   }
   map_free(&h->streams);
+  free(h->ticks);
   group_free(&h->synced);
   group_free(&h->unsynced);
   watch_batch_free(&h->hist);
@@ -1055,7 +1163,6 @@ typedef struct watch_actor {
   server *s;
   watch_hub *hub;
   _Atomic uint64_t *loop_handled; /* [net loops], incremented by the loops */
-  uint64_t progress_ms;   /* progress-notify interval (etcd 3.4 default 10 min) */
   /* apply thread only */
   bool collect, col_failed;
   bool wake;              /* the last batch's message must be seen now */
@@ -1105,8 +1212,9 @@ static void *watch_actor_main(void *arg) {
   server *s = a->s;
   prctl(PR_SET_NAME, "watch");
   rcu_register_thread();
-  uint64_t next_probe = 0, next_progress = mono_ms() + a->progress_ms;
+  uint64_t next_probe = 0;
   for (;;) {
+    watch_hub_clock(a->hub, mono_ms());
     int n = drain(a, 256);
     if (n < 0) break;
     if (atomic_exchange(&s->watch_dropped, 0)) watch_hub_gap(a->hub, mvcc_current_rev(s->store));
@@ -1116,15 +1224,20 @@ static void *watch_actor_main(void *arg) {
       watch_hub_tick(a->hub);
       next_probe = now + 10;
     }
-    if (now >= next_progress) {
-      watch_hub_progress_notify(a->hub);
-      next_progress = now + a->progress_ms;
-    }
+    watch_hub_clock(a->hub, now);
+    watch_hub_progress(a->hub);
     if (n == 0 && !busy) {
-      uint64_t until = watch_hub_waiting(a->hub) ? next_probe : next_progress;
-      mailbox_wait(&s->watch_mb, until > now ? (int)(until - now) : 0);
+      uint64_t until = watch_hub_progress_due(a->hub);
+      if (watch_hub_waiting(a->hub) && next_probe < until) until = next_probe;
+      uint64_t wait_ms = until > now ? until - now : 0;
+      mailbox_wait(&s->watch_mb, wait_ms > 60000 ? 60000 : (int)wait_ms);
     }
   }
+  watch_hub_stats st;
+  watch_hub_get_stats(a->hub, &st);
+  log_printf(LOG_LEVEL_DEBUG, "watch", "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu catch-up chunks",
+             (unsigned long long)st.watchers, (unsigned long long)st.unsynced, (unsigned long long)st.stalls,
+             (unsigned long long)st.gaps, (unsigned long long)st.catchup_chunks);
   rcu_unregister_thread();
   return NULL;
 }
@@ -1144,6 +1257,17 @@ int watch_actor_init(server *s) {
                        .post = post_to_net, .post_arg = s, .count = &s->watch_count,
                        .n_loops = n_loops, .loop_handled = a->loop_handled};
   if (!env.max_request_bytes) env.max_request_bytes = 1536 * 1024;
+  /* etcd v3rpc.NewWatchServer: a positive interval, at least 100 ms */
+  env.progress_ms = 10 * 60 * 1000;
+  if (s->opt.watch_progress_ns > 0) {
+    env.progress_ms = (uint64_t)s->opt.watch_progress_ns / 1000000;
+    if (s->opt.watch_progress_ns < 100 * 1000000LL) {
+      log_printf(LOG_LEVEL_WARNING, "etcdserver/api/v3rpc",
+                 "adjusting watch progress notify interval to minimum period 100ms");
+      env.progress_ms = 100;
+    }
+  }
+  env.seed = s->member_id ^ mono_ms();
   a->hub = a->loop_handled ? watch_hub_new(&env, mvcc_current_rev(s->store)) : NULL;
   if (!a->hub) {
     mailbox_destroy(&s->watch_mb);
@@ -1151,17 +1275,8 @@ int watch_actor_init(server *s) {
     free(a);
     return -ENOMEM;
   }
+  watch_hub_clock(a->hub, mono_ms());
   a->s = s;
-  /* etcd v3rpc.NewWatchServer: a positive interval, at least 100 ms */
-  a->progress_ms = 10 * 60 * 1000;
-  if (s->opt.watch_progress_ns > 0) {
-    a->progress_ms = (uint64_t)s->opt.watch_progress_ns / 1000000;
-    if (s->opt.watch_progress_ns < 100 * 1000000LL) {
-      log_printf(LOG_LEVEL_WARNING, "etcdserver/api/v3rpc",
-                 "adjusting watch progress notify interval to minimum period 100ms");
-      a->progress_ms = 100;
-    }
-  }
   s->watch = a;
   mvcc_set_event_fn(s->store, watch_apply_event, s);
   return 0;

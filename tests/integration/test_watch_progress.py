@@ -12,6 +12,12 @@ progress_notify on an idle key, a watch without it. Checked on both:
   * a progress request is answered with watch_id -1 and the current revision;
   * flag parsing: a bad duration is refused with etcd's message.
 The summaries of both servers must match.
+
+The ticker is per stream (etcd 3.4: each stream's sendLoop starts its own,
+period interval + rand(interval / 10)): two streams opened 0.5 s apart each
+get their first notification between 1 and 1.1 s (plus scheduling) after
+they opened. A server-wide timer notifies both at one moment, so one of them
+less than 0.5 s after it opened.
 """
 
 import os
@@ -80,6 +86,42 @@ def session(srv):
             "progress_answer": rest.count((-1, 0, rev)), "put_rev": rev}
 
 
+def first_notify(srv, delay, out, key):
+    """Opens a stream `delay` s from now with one idle progress_notify watch;
+    out[key] = seconds from just before the open to its first notification."""
+    time.sleep(delay)
+    q = queue.Queue()
+    ch = grpc.insecure_channel(srv.endpoint)
+    t0 = time.time()
+    call = ch.stream_stream("/etcdserverpb.Watch/Watch", request_serializer=raw,
+                            response_deserializer=etcdrpc.WatchResponse.FromString)(iter(q.get, None))
+    q.put(etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(key=b"phase-" + key.encode(),
+                                                                         progress_notify=True)))
+    try:
+        for r in call:
+            if not r.created and not r.events:
+                out[key] = time.time() - t0
+                break
+    except grpc.RpcError:
+        pass
+    q.put(None)
+    call.cancel()
+    ch.close()
+
+
+def phases(srv):
+    out = {}
+    ts = [threading.Thread(target=first_notify, args=(srv, d, out, k)) for d, k in ((0, "a"), (0.5, "b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    # lower bound: the server's ticker starts after t0; upper: 1.1 s of
+    # ticker and jitter plus generous scheduling slack
+    ok = len(out) == 2 and all(0.99 <= v < 1.6 for v in out.values())
+    return ok, {k: round(v, 2) for k, v in out.items()}
+
+
 def main():
     fails = 0
     for b in ("etcd", "cetcd"):
@@ -114,6 +156,18 @@ def main():
             fails += 1
             print("FAIL: cetcd's progress: want notifications for watch 0 at %d, the event, "
                   "at most one notification, then the answer (-1) at %d" % (rev - 1, rev))
+        res = {}
+        ts = [threading.Thread(target=lambda s=s: res.__setitem__(s.label, phases(s))) for s in (ref, cand)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for label in ("etcd", "cetcd"):
+            ok, firsts = res[label]
+            print("%-5s first notification per stream (s after it opened): %r" % (label, firsts))
+            if not ok:
+                fails += 1
+                print("FAIL %s: want each stream's first notification 1..1.1 s after it opened" % label)
     finally:
         ref.cleanup()
         cand.cleanup()

@@ -220,7 +220,7 @@ static void compact(int64_t rev) {
 typedef struct wopt {
   const char *end;  /* NULL = single key; "" = from key ("\0") */
   int64_t start, id;
-  bool prev, noput, nodelete, fragment;
+  bool prev, noput, nodelete, fragment, progress;
 } wopt;
 
 static net_call CALL(int32_t stream) { return (net_call){.loop = 0, .conn_slot = 1, .conn_gen = 1, .stream_id = stream}; }
@@ -234,6 +234,7 @@ static void watch(int32_t stream, const char *key, wopt o) {
   m->watch_id = o.id;
   m->start_revision = o.start;
   m->prev_kv = o.prev, m->noput = o.noput, m->nodelete = o.nodelete, m->fragment = o.fragment;
+  m->progress_notify = o.progress;
   m->key_len = (uint32_t)kl, m->end_len = (uint32_t)el;
   memcpy(m->data, key, kl);
   if (el) memcpy(m->data + kl, o.end[0] ? o.end : "", el);
@@ -406,6 +407,120 @@ static void test_catch_up(void) {
   done();
 }
 
+/* etcd's syncWatchers sends every catch-up response with the store's
+ * current revision in its header (curRev), also when the watcher's history
+ * spans several chunks and the response holds only the first of them. */
+static void test_catch_up_header(void) {
+  fresh();
+  char v[16];
+  for (int i = 0; i < 3000; i++) {
+    snprintf(v, sizeof(v), "%d", i);
+    put("k", v);
+  }
+  int64_t cur = mvcc_current_rev(M); /* 3001 */
+  watch(1, "k", (wopt){.start = 2});
+  NG = 0;
+  catch_up();
+  size_t responses = 0, events = 0;
+  for (size_t i = 0; i < NG; i++) {
+    if (!G[i].nev) continue;
+    responses++;
+    events += G[i].nev;
+    CU_ASSERT(G[i].hdr_rev == cur);
+  }
+  CU_ASSERT(events == 3000);
+  CU_ASSERT(responses >= 3); /* chunks of at most 1024 records */
+  /* live again: one response per revision, header = that revision */
+  NG = 0;
+  put("k", "live");
+  CU_ASSERT(NG == 1 && G[0].nev == 1 && G[0].hdr_rev == cur + 1);
+  done();
+}
+
+/* etcd 3.4 ticks progress per stream (each sendLoop has its own ticker,
+ * started with the stream, period interval + rand(interval / 10)); a server
+ * wide timer would notify a stream opened half an interval later at the
+ * same moment as the first. */
+static void test_progress_per_stream(void) {
+  fresh();
+  watch_hub_free(H);
+  watch_hub_env env = {.store = M, .cluster_id = 7, .member_id = 9, .max_request_bytes = 1536 * 1024,
+                       .post = post, .progress_ms = 1000, .seed = 42};
+  H = watch_hub_new(&env, mvcc_current_rev(M));
+  CU_ASSERT_FATAL(H != NULL);
+  int64_t cur = mvcc_current_rev(M);
+  watch_hub_clock(H, 0);
+  watch(1, "a", (wopt){.progress = true});
+  watch_hub_clock(H, 500);
+  watch(2, "b", (wopt){.progress = true});
+  watch(2, "c", (wopt){0});
+  NG = 0;
+  /* stream 1 ticks at 1000..1099, stream 2 at 1500..1599 */
+  CU_ASSERT(watch_hub_progress_due(H) >= 1000 && watch_hub_progress_due(H) < 1100);
+  watch_hub_clock(H, 999), watch_hub_progress(H);
+  CU_ASSERT(NG == 0);
+  watch_hub_clock(H, 1100), watch_hub_progress(H);
+  CU_ASSERT_FATAL(NG == 1);
+  CU_ASSERT(G[0].stream == 1 && G[0].watch_id == 0 && G[0].hdr_rev == cur && !G[0].nev && !G[0].created);
+  watch_hub_clock(H, 1499), watch_hub_progress(H);
+  CU_ASSERT(NG == 1);
+  watch_hub_clock(H, 1600), watch_hub_progress(H);
+  CU_ASSERT_FATAL(NG == 2);
+  CU_ASSERT(G[1].stream == 2 && G[1].watch_id == 0 && G[1].hdr_rev == cur); /* not "c": no progress_notify */
+  /* an event elides the next notification of its watcher */
+  put("a", "x");
+  CU_ASSERT(NG == 3 && G[2].nev == 1);
+  watch_hub_clock(H, 2200), watch_hub_progress(H); /* stream 1's 2nd tick: elided */
+  CU_ASSERT(NG == 3);
+  watch_hub_clock(H, 3300), watch_hub_progress(H); /* stream 1's 3rd, stream 2's 2nd */
+  CU_ASSERT(NG == 5);
+  /* a stream that is gone ticks no more; missed ticks are dropped, not bunched */
+  simple(2, WATCH_OP_GONE, 0);
+  watch_hub_clock(H, 10000), watch_hub_progress(H);
+  CU_ASSERT(NG == 6 && G[5].stream == 1);
+  CU_ASSERT(watch_hub_progress_due(H) > 10000 && watch_hub_progress_due(H) <= 11100);
+  done();
+}
+
+/* Many watchers of one key, all behind: a chunk is for at most
+ * WATCH_CATCHUP_WATCHERS of them (its output stays bounded), they take
+ * turns, and each still gets its whole history once, in order. */
+static void test_catch_up_many(void) {
+  fresh();
+  char v[101];
+  memset(v, 'x', 100), v[100] = 0;
+  for (int i = 0; i < 2000; i++) put("k", v);
+  enum { NW = 300 };
+  for (int i = 0; i < NW; i++) watch(1, "k", (wopt){.start = 2});
+  NG = 0;
+  CU_ASSERT(watch_hub_catch_up(H));
+  static size_t per[NW];
+  memset(per, 0, sizeof(per));
+  size_t who = 0;
+  for (size_t i = 0; i < NG; i++)
+    if (G[i].nev && G[i].watch_id >= 0 && G[i].watch_id < NW && per[G[i].watch_id]++ == 0) who++;
+  CU_ASSERT(who > 0 && who <= WATCH_CATCHUP_WATCHERS);
+  catch_up();
+  watch_hub_stats st;
+  watch_hub_get_stats(H, &st);
+  CU_ASSERT(st.unsynced == 0 && st.synced == NW);
+  memset(per, 0, sizeof(per));
+  int64_t last[NW] = {0};
+  size_t disorder = 0;
+  for (size_t i = 0; i < NG; i++) {
+    if (!G[i].nev || G[i].watch_id < 0 || G[i].watch_id >= NW) continue;
+    per[G[i].watch_id] += G[i].nev;
+    long long first = 0;
+    if (sscanf(G[i].ev, "P k@%lld", &first) == 1 && first <= last[G[i].watch_id]) disorder++;
+    last[G[i].watch_id] = first;
+  }
+  size_t complete = 0;
+  for (int i = 0; i < NW; i++) complete += per[i] == 2000;
+  CU_ASSERT(complete == NW);
+  CU_ASSERT(disorder == 0);
+  done();
+}
+
 static void test_compacted(void) {
   fresh();
   for (int i = 0; i < 10; i++) put("a", "v");
@@ -544,6 +659,9 @@ int main(void) {
   CU_add_test(s, "duplicate id, empty range, cancel, progress", test_control);
   CU_add_test(s, "interval tree = brute force", test_interval_tree);
   CU_add_test(s, "catch-up from history in chunks", test_catch_up);
+  CU_add_test(s, "catch-up header: the store's revision", test_catch_up_header);
+  CU_add_test(s, "catch-up: many watchers of one key take turns", test_catch_up_many);
+  CU_add_test(s, "progress: a ticker per stream", test_progress_per_stream);
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
