@@ -41,12 +41,15 @@ DEADLINE = time.time() + float(os.environ.get("DIFF_BUDGET_S", "540"))
 
 def restart(ref, cand, how, name, lineno):
     """@restart / @kill9: stop both (SIGTERM or SIGKILL), start both again on
-    the same data dirs and ports.  False (and a FAIL line) if either fails."""
+    the same data dirs and ports.  False (and a FAIL line) if either fails,
+    including a server that ignored SIGTERM for 10 s (it is killed then)."""
+    stopped = True
     for srv in (ref, cand):
         dt.close_channel(srv.endpoint)
         if how == "kill9":
             srv.kill9()
         elif not srv.stop():
+            stopped = False
             print("FAIL %s:%d: %s did not stop on SIGTERM within 10 s"
                   % (name, lineno, srv.label))
     for srv in (ref, cand):
@@ -56,7 +59,7 @@ def restart(ref, cand, how, name, lineno):
             print("FAIL %s:%d: %s did not come back after @%s: %s"
                   % (name, lineno, "reference" if srv is ref else "candidate", how, e))
             return False
-    return True
+    return stopped
 
 
 def run_file(path, ref_bin, cand_bin, pool):
