@@ -15,13 +15,14 @@
  *             events, its events come in revision order, "canceled" follows
  *             the last of them.
  *   Never blocks apply: apply uses mailbox_try_push. A batch that does not
- *             fit is dropped and flagged (server.watch_dropped); a batch
- *             encoded while no watcher existed carries no events (omitted).
+ *             fit is dropped and flagged (server.watch_dropped); one apply
+ *             could not encode (memory) carries no events (omitted).
  *             Either way the synced watchers that needed it become unsynced
  *             and are fed from LevelDB history: nothing is lost, nothing is
- *             buffered without bound. Apply wakes this thread after the
- *             batch's replies, and not at all for a batch that no watcher
- *             needs (watch_apply_notify).
+ *             buffered without bound. Apply encodes only the events some
+ *             watcher can match (the filter, below), wakes this thread after
+ *             the batch's replies, and not at all for a batch left without
+ *             events (watch_apply_notify).
  *   Slow streams: a bounded queue per stream. The loop reports how much it
  *             has taken and what the socket has not (watch_feedback). A
  *             stream above WATCH_STREAM_HIGH_BYTES gets no more live events:
@@ -48,6 +49,41 @@
  * A stabbing query visits O(log n + matches) nodes. The tree is rebuilt
  * (O(n log n)) at the first query after its set of range watchers changed.
  *
+ * The filter. This thread publishes (RCU) a read-only set of what is
+ * watched (actors/watch_filter.h): the keys of single-key watchers, the
+ * union of the ranges. Apply tests each change's key against it and skips
+ * the rest: no prev_kv read, no encoding. 10,000 idle watchers cost a put
+ * one hash probe instead of an encoding and a wake-up of this thread per
+ * batch. Filters are numbered (gen); a batch names the gen it loaded when it
+ * began (filter_gen; later events may have met a newer filter, which only
+ * covers more) and whether it left anything out (filtered).
+ *   Why no watcher misses an event. Watcher w is created at hub revision R
+ *   and is "fresh" with fgen = the gen of the next filter built (which
+ *   holds w, as does every later one while w lives). (1) A batch of revisions
+ *   <= R precedes w's create in this mailbox (apply pushes a batch before
+ *   its replies leave, so before any request that follows them), and w
+ *   never needs it: its history up to R comes from LevelDB. (2) A batch of
+ *   revisions > R is handled after w exists. If its filter_gen >= fgen,
+ *   every event w can match is in it. If not, the batch may lack w's events:
+ *   fresh_sweep moves w, if synced and in need of those revisions, to the
+ *   unsynced group from the batch's first revision, and w reads them from
+ *   history, like a watcher whose stream was slow. w stops being fresh at
+ *   the first batch with filter_gen >= fgen; batches come in revision order
+ *   with nondecreasing filter_gen, so none behind it can be older.
+ *   Why no event is left waiting. A batch without events is pushed quietly
+ *   and apply wakes this thread only if the published gen moved since the
+ *   batch began. This thread publishes before it sleeps (the rate limit
+ *   below wakes it for that); the publish (seq_cst store of the gen) and
+ *   mailbox_prepare_sleep's fence pair with apply's push + mailbox_fence +
+ *   load of the gen: either apply sees the new gen and wakes us, or our
+ *   re-check of the mailbox after announcing sleep sees its batch. A fresh
+ *   watcher thus gets its skipped events through catch-up at once.
+ *   Cost. A filter is rebuilt from the registry (O(watchers)) after
+ *   watchers came or went, at most once per 1 + watchers/1000 ms: a few
+ *   per cent of this thread while 100,000 watchers are being created.
+ *   Until then a removed watcher's key stays in (a false yes is allowed)
+ *   and a new one is fresh (history serves it).
+ *
  * Encoding: apply packs each event once (mvccpb.Event without prev_kv, and
  * the previous KeyValue apart). A WatchResponse is assembled from those
  * bytes: header, watch_id, then each event as field 11, with prev_kv
@@ -64,6 +100,7 @@
 #include "actors/log.h"
 #include "actors/server.h"
 #include "actors/watch.h"
+#include "actors/watch_filter.h"
 #include "msg/errors.h"
 #include "store/mvcc_history.h"
 
@@ -173,6 +210,10 @@ typedef struct watcher {
                          * for a synced watcher, max(this, hub cur_rev + 1) */
   bool prev_kv, noput, nodelete, progress, fragment;
   bool synced;
+  bool fresh;           /* in the hub's fresh list: a filter that holds it
+                         * may not have reached every batch yet */
+  uint64_t fgen;        /* the first filter generation that holds it */
+  struct watcher *fnext, *fprev; /* the fresh list */
   bool eligible;        /* catch-up: its stream has room this round */
   bool got_events;      /* since the last progress notification */
   int64_t redo_rev;     /* out of memory while sending it this revision: it
@@ -234,6 +275,10 @@ struct watch_hub {
   wstream **ticks;      /* streams, a min-heap on tick_ms */
   size_t nticks, capticks;
   uint64_t rng;         /* xorshift state for the tick jitter */
+  uint64_t filter_gen;  /* the last filter built */
+  bool filter_dirty;    /* watchers came or went since */
+  uint64_t filter_ms;   /* when it was built */
+  watcher *fresh, *fresh_last; /* watchers by fgen (see "The filter") */
   int64_t hdr_rev;      /* header cache */
   uint8_t hdr[64];
   size_t hdr_len;
@@ -806,8 +851,30 @@ static void set_count(watch_hub *h) {
   if (h->env.count) atomic_store(h->env.count, (uint32_t)h->nwatchers);
 }
 
+static void fresh_del(watch_hub *h, watcher *w) {
+  if (!w->fresh) return;
+  if (w->fprev) w->fprev->fnext = w->fnext;
+  else h->fresh = w->fnext;
+  if (w->fnext) w->fnext->fprev = w->fprev;
+  else h->fresh_last = w->fprev;
+  w->fresh = false;
+}
+
+/* w is new: the next filter built holds it. */
+static void fresh_add(watch_hub *h, watcher *w) {
+  w->fgen = h->filter_gen + 1;
+  w->fresh = true;
+  w->fnext = NULL, w->fprev = h->fresh_last;
+  if (h->fresh_last) h->fresh_last->fnext = w;
+  else h->fresh = w;
+  h->fresh_last = w;
+  h->filter_dirty = true;
+}
+
 static void watcher_remove(watch_hub *h, watcher *w) {
   wstream *st = w->st;
+  fresh_del(h, w);
+  h->filter_dirty = true; /* a smaller filter, when it is due */
   group_del(w->synced ? &h->synced : &h->unsynced, w);
   map_del(&st->ids, (uint64_t)w->id);
   st->w[w->st_idx] = st->w[--st->nw];
@@ -907,6 +974,7 @@ static void hub_create(watch_hub *h, wstream *st, const msg_watch_req *m) {
     send_ctl(h, st, -1, true, true, 0, "etcdserver: no space", wsrev);
     return;
   }
+  fresh_add(h, w);
   send_ctl(h, st, id, true, false, 0, NULL, wsrev);
 }
 
@@ -983,8 +1051,24 @@ void watch_hub_gap(watch_hub *h, int64_t rev) {
   h->cur_rev = rev;
 }
 
+/* A batch met a filter older than some watchers: those of them that are
+ * synced and need its revisions read them from history (see "The filter"). */
+static void fresh_sweep(watch_hub *h, const msg_watch_events *m) {
+  while (h->fresh && h->fresh->fgen <= m->filter_gen) fresh_del(h, h->fresh);
+  if (!m->filtered) return;
+  bool any = false;
+  for (watcher *w = h->fresh; w; w = w->fnext) {
+    if (!w->synced || w->next_rev > m->rev_last) continue;
+    if (w->next_rev < m->rev_first) w->next_rev = m->rev_first;
+    w_move(h, w, false);
+    any = true;
+  }
+  if (any) h->stats.fresh_gaps++;
+}
+
 void watch_hub_events(watch_hub *h, const msg_watch_events *m) {
   if (m->rev_last <= h->cur_rev) return;
+  fresh_sweep(h, m);
   if (m->omitted || m->rev_first > h->cur_rev + 1) {
     watch_hub_gap(h, m->rev_last);
     return;
@@ -1090,6 +1174,36 @@ void watch_hub_tick(watch_hub *h) {
 
 void watch_hub_clock(watch_hub *h, uint64_t now_ms) { h->now_ms = now_ms; }
 
+/* ===== the filter ========================================================== */
+
+uint64_t watch_hub_filter_due_ms(const watch_hub *h) {
+  if (!h->filter_dirty) return UINT64_MAX;
+  return h->filter_ms + 1 + h->nwatchers / 1000; /* see "The filter": Cost */
+}
+
+bool watch_hub_filter_due(const watch_hub *h) { return h->now_ms >= watch_hub_filter_due_ms(h); }
+
+static size_t filter_srcs(const wgroup *g, watch_filter_src *src, size_t n) {
+  for (const watcher *w = g->all; w; w = w->gnext)
+    src[n++] = (watch_filter_src){.key = w->key, .key_len = w->key_len, .end = w->end,
+                                  .end_len = w->end_len, .from_key = w->kind == W_FROM_KEY};
+  return n;
+}
+
+watch_filter *watch_hub_filter_build(watch_hub *h) {
+  size_t n = h->synced.n + h->unsynced.n;
+  watch_filter_src *src = malloc((n ? n : 1) * sizeof(*src));
+  if (!src) return NULL; /* stays due; fresh watchers are served from history */
+  n = filter_srcs(&h->unsynced, src, filter_srcs(&h->synced, src, 0));
+  watch_filter *f = watch_filter_build(h->filter_gen + 1, src, n);
+  free(src);
+  if (!f) return NULL;
+  h->filter_gen = f->gen;
+  h->filter_dirty = false;
+  h->filter_ms = h->now_ms;
+  return f;
+}
+
 uint64_t watch_hub_progress_due(const watch_hub *h) { return h->nticks ? h->ticks[0]->tick_ms : UINT64_MAX; }
 
 /* One tick of st's ticker (etcd's sendLoop, case <-progressTicker.C). */
@@ -1163,8 +1277,13 @@ typedef struct watch_actor {
   server *s;
   watch_hub *hub;
   _Atomic uint64_t *loop_handled; /* [net loops], incremented by the loops */
+  /* published by this thread, read by apply (see "The filter") */
+  watch_filter *filter;   /* rcu_assign_pointer; NULL: nothing is watched */
+  _Atomic uint64_t filter_gen; /* its gen, stored after the pointer */
   /* apply thread only */
-  bool collect, col_failed;
+  bool col_failed;
+  bool skipped;           /* the filter left an event of this batch out */
+  uint64_t fgen;          /* filter_gen when the batch began */
   bool wake;              /* the last batch's message must be seen now */
   int64_t rev_before;
   watch_batch col;
@@ -1183,6 +1302,22 @@ static int post_to_net(void *arg, msg_watch_out *m) {
     return -1;
   }
   return 0;
+}
+
+static void filter_free_rcu(struct rcu_head *head) {
+  watch_filter_free(caa_container_of(head, watch_filter, rcu));
+}
+
+/* A new filter for apply; the old one goes after a grace period. The gen
+ * is stored after the pointer (seq_cst): apply reads the gen first, so a
+ * filter it dereferences later is at least that new. */
+static void filter_publish(watch_actor *a) {
+  watch_filter *f = watch_hub_filter_build(a->hub);
+  if (!f) return;
+  watch_filter *old = a->filter;
+  rcu_assign_pointer(a->filter, f);
+  atomic_store(&a->filter_gen, f->gen);
+  if (old) call_rcu(&old->rcu, filter_free_rcu);
 }
 
 static void free_msg(msg_hdr *m) {
@@ -1226,18 +1361,21 @@ static void *watch_actor_main(void *arg) {
     }
     watch_hub_clock(a->hub, now);
     watch_hub_progress(a->hub);
+    if (watch_hub_filter_due(a->hub)) filter_publish(a); /* before sleeping: see "The filter" */
     if (n == 0 && !busy) {
       uint64_t until = watch_hub_progress_due(a->hub);
       if (watch_hub_waiting(a->hub) && next_probe < until) until = next_probe;
+      if (watch_hub_filter_due_ms(a->hub) < until) until = watch_hub_filter_due_ms(a->hub);
       uint64_t wait_ms = until > now ? until - now : 0;
       mailbox_wait(&s->watch_mb, wait_ms > 60000 ? 60000 : (int)wait_ms);
     }
   }
   watch_hub_stats st;
   watch_hub_get_stats(a->hub, &st);
-  log_printf(LOG_LEVEL_DEBUG, "watch", "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu catch-up chunks",
+  log_printf(LOG_LEVEL_DEBUG, "watch",
+             "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu fresh gaps, %llu catch-up chunks",
              (unsigned long long)st.watchers, (unsigned long long)st.unsynced, (unsigned long long)st.stalls,
-             (unsigned long long)st.gaps, (unsigned long long)st.catchup_chunks);
+             (unsigned long long)st.gaps, (unsigned long long)st.fresh_gaps, (unsigned long long)st.catchup_chunks);
   rcu_unregister_thread();
   return NULL;
 }
@@ -1279,6 +1417,7 @@ int watch_actor_init(server *s) {
   a->s = s;
   s->watch = a;
   mvcc_set_event_fn(s->store, watch_apply_event, s);
+  mvcc_set_event_want(s->store, watch_apply_want);
   return 0;
 }
 
@@ -1302,6 +1441,8 @@ void watch_actor_destroy(server *s) {
   while ((m = mailbox_pop(&s->watch_mb))) free_msg(m);
   rcu_register_thread();
   watch_hub_free(a->hub);
+  watch_filter_free(a->filter); /* apply has stopped: no reader left */
+  rcu_barrier();                /* the older ones, queued by call_rcu */
   rcu_unregister_thread();
   watch_batch_free(&a->col);
   mailbox_destroy(&s->watch_mb);
@@ -1315,16 +1456,29 @@ void watch_actor_destroy(server *s) {
 void watch_apply_begin(server *s) {
   watch_actor *a = s->watch;
   if (!a) return;
-  a->collect = atomic_load(&s->watch_count) > 0;
-  a->col_failed = false;
+  a->fgen = atomic_load(&a->filter_gen);
+  a->col_failed = a->skipped = false;
   a->rev_before = mvcc_current_rev(s->store);
   watch_batch_reset(&a->col);
+}
+
+/* Asked by the store before it builds an event. The read-side section is
+ * per key: the store's writer must not call in holding one. */
+bool watch_apply_want(void *arg, const uint8_t *key, size_t len) {
+  server *s = arg;
+  watch_actor *a = s->watch;
+  if (!a) return false;
+  rcu_read_lock();
+  bool yes = watch_filter_match(rcu_dereference(a->filter), key, len);
+  rcu_read_unlock();
+  if (!yes) a->skipped = true;
+  return yes;
 }
 
 void watch_apply_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev_kv) {
   server *s = arg;
   watch_actor *a = s->watch;
-  if (!a || !a->collect || a->col_failed) return;
+  if (!a || a->col_failed) return;
   if (watch_batch_add(&a->col, type, kv, prev_kv)) a->col_failed = true;
 }
 
@@ -1339,12 +1493,12 @@ void watch_apply_commit(server *s) {
     return;
   }
   *m = (msg_watch_events){.hdr = {MSG_WATCH_EVENTS}, .rev_first = a->rev_before + 1, .rev_last = rev,
-                          .omitted = !a->collect || a->col_failed};
+                          .omitted = a->col_failed, .filtered = a->skipped, .filter_gen = a->fgen};
   if (!m->omitted) {
     m->b = a->col; /* the batch's buffers go with the message */
     a->col = (watch_batch){0};
   }
-  a->wake = !(m->omitted && !a->collect);
+  a->wake = m->omitted || m->b.n > 0;
   if (!mailbox_try_push_quiet(&s->watch_mb, m)) {
     free_msg(&m->hdr);
     atomic_store(&s->watch_dropped, 1);
@@ -1354,15 +1508,16 @@ void watch_apply_commit(server *s) {
 
 /* Wakes the watch actor for the batch watch_apply_commit queued, after the
  * batch's replies are on their way (a reply does not wait for this context
- * switch). A batch that went by while no watcher existed only advances the
- * actor's revision: it travels quietly and is drained, in order, before the
- * next request (a watch create among them) or event batch. The fence pairs
- * with the actor's prepare_sleep: a watcher registered meanwhile (count
- * stored before the actor sleeps) is seen here, and then we wake it. */
+ * switch). A batch the filter left without events only advances the actor's
+ * revision: it travels quietly and is drained, in order, before the next
+ * request (a watch create among them) or event batch. The fence pairs with
+ * the actor's prepare_sleep: a filter published meanwhile (its gen stored
+ * before the actor sleeps) is seen here, and then we wake it, for a fresh
+ * watcher may need what this batch left out ("The filter"). */
 void watch_apply_notify(server *s) {
   watch_actor *a = s->watch;
   if (!a) return;
   mailbox_fence(&s->watch_mb);
-  if (a->wake || atomic_load(&s->watch_count) > 0) mailbox_wake(&s->watch_mb);
+  if (a->wake || atomic_load(&a->filter_gen) != a->fgen) mailbox_wake(&s->watch_mb);
   a->wake = false;
 }
