@@ -243,6 +243,7 @@ struct wstream {
   size_t out_len, out_cap;
   wstream *tnext;
   bool touched;
+  size_t elig_n;        /* catch-up: its watchers in this chunk */
   uint64_t tick_ms;     /* progress ticker: next tick, */
   uint64_t period_ms;   /* its period (interval + this stream's jitter), */
   size_t tick_idx;      /* and its place in the hub's tick heap */
@@ -268,6 +269,8 @@ struct watch_hub {
   watcher *touched_w;
   wstream *touched_s;
   watch_batch hist;     /* catch-up chunk */
+  watcher *elig[WATCH_CATCHUP_WATCHERS]; /* the watchers it is for */
+  size_t nelig;
   bool hist_failed;     /* out of memory while reading it */
   uint64_t *loop_posted; /* [env.n_loops]: MSG_WATCH_OUTs posted per loop */
   bool deferred;        /* some stream holds records its loop had no room for */
@@ -1017,6 +1020,19 @@ void watch_hub_request(watch_hub *h, const msg_watch_req *m) {
 
 /* ===== live events ========================================================= */
 
+static bool w_matches(const watcher *w, const uint8_t *k, size_t kl) {
+  if (w->kind == W_KEY) return w->key_len == kl && (kl == 0 || memcmp(w->key, k, kl) == 0);
+  return key_cmp(w->key, w->key_len, k, kl) <= 0 && end_after(w, k, kl);
+}
+
+/* A catch-up chunk is matched against its few watchers (h->elig), not the
+ * whole unsynced group: 100,000 unsynced watchers of one key made each
+ * event of each chunk walk a 100,000-long hash chain for 64 of them. */
+static void match_eligible(watch_hub *h, const uint8_t *k, size_t kl, match_ctx *c) {
+  for (size_t j = 0; j < h->nelig; j++)
+    if (w_matches(h->elig[j], k, kl)) on_match(c, h->elig[j]);
+}
+
 static void deliver(watch_hub *h, wgroup *g, const watch_batch *b, size_t from, bool catchup, int64_t hdr_rev) {
   match_ctx c = {.h = h, .b = b, .catchup = catchup};
   size_t i = from;
@@ -1024,7 +1040,8 @@ static void deliver(watch_hub *h, wgroup *g, const watch_batch *b, size_t from, 
     int64_t r = b->ev[i].rev;
     for (; i < b->n && b->ev[i].rev == r; i++) {
       c.idx = (uint32_t)i;
-      group_match(g, b->buf + b->ev[i].key_off, b->ev[i].key_len, on_match, &c);
+      if (catchup) match_eligible(h, b->buf + b->ev[i].key_off, b->ev[i].key_len, &c);
+      else group_match(g, b->buf + b->ev[i].key_off, b->ev[i].key_len, on_match, &c);
     }
     /* etcd sends one response per revision to a synced watcher */
     if (!catchup) flush_watchers(h, b, r);
@@ -1087,9 +1104,10 @@ static void hist_add(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvcc
 }
 
 static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
-  for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
-    nx = w->gnext;
-    if (!w->eligible || w->next_rev >= compact_rev) continue;
+  for (size_t j = 0; j < h->nelig; j++) {
+    watcher *w = h->elig[j];
+    w->eligible = false;
+    if (w->next_rev >= compact_rev) continue;
     wstream *st = w->st;
     int64_t id = w->id;
     watcher_remove(h, w);
@@ -1101,27 +1119,34 @@ static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
 /* Marks up to WATCH_CATCHUP_WATCHERS unsynced watchers whose streams have
  * room, from the front of the list; returns how many, the lowest revision
  * they need, and whether any wants prev_kv. */
-static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev) {
-  size_t n = 0;
-  *from = INT64_MAX, *prev = false;
-  for (watcher *w = h->unsynced.all; w; w = w->gnext) {
-    w->eligible = n < WATCH_CATCHUP_WATCHERS && stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
-    if (!w->eligible) continue;
-    n++;
+static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev, size_t *per_stream) {
+  h->nelig = 0;
+  *from = INT64_MAX, *prev = false, *per_stream = 0;
+  for (watcher *w = h->unsynced.all; w && h->nelig < WATCH_CATCHUP_WATCHERS; w = w->gnext) {
+    if (stream_backlog(w->st) >= WATCH_STREAM_LOW_BYTES) continue;
+    w->eligible = true;
+    h->elig[h->nelig++] = w;
     if (w->next_rev < *from) *from = w->next_rev;
     *prev |= w->prev_kv;
+    if (++w->st->elig_n > *per_stream) *per_stream = w->st->elig_n;
   }
-  return n;
+  for (size_t j = 0; j < h->nelig; j++) h->elig[j]->st->elig_n = 0;
+  return h->nelig;
 }
 
 bool watch_hub_catch_up(watch_hub *h) {
   if (!h->unsynced.n) return false;
   int64_t from;
   bool prev;
-  size_t n = pick_eligible(h, &from, &prev);
+  size_t per_stream;
+  size_t n = pick_eligible(h, &from, &prev, &per_stream);
   if (!n) return false;
   size_t max_bytes = WATCH_CATCHUP_BYTES / n;
   if (max_bytes < WATCH_CATCHUP_BYTES_MIN) max_bytes = WATCH_CATCHUP_BYTES_MIN;
+  /* One stream gets at most about its high mark from one chunk: 64 of a
+   * stream's watchers of one key got 16 KiB each, 1 MiB per stream, and
+   * with 1,000 such streams behind at once the server held gigabytes. */
+  if (max_bytes > WATCH_STREAM_HIGH_BYTES / per_stream) max_bytes = WATCH_STREAM_HIGH_BYTES / per_stream;
   int64_t next = from;
   if (from <= h->cur_rev) {
     mvcc_hist_query q = {.key = (const uint8_t *)"", .key_len = 0, .range_end = (const uint8_t *)"",
@@ -1135,15 +1160,17 @@ bool watch_hub_catch_up(watch_hub *h) {
       cancel_compacted(h, mvcc_compact_rev(h->env.store));
       return true;
     }
-    if (rc) return false;
+    if (rc) {
+      for (size_t j = 0; j < h->nelig; j++) h->elig[j]->eligible = false;
+      return false;
+    }
     h->stats.catchup_chunks++;
     /* etcd's syncWatchers: every catch-up response carries the store's
      * current revision, also one that holds only the first chunk */
     deliver(h, &h->unsynced, &h->hist, 0, true, h->cur_rev);
   }
-  for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
-    nx = w->gnext;
-    if (!w->eligible) continue;
+  for (size_t j = 0; j < h->nelig; j++) {
+    watcher *w = h->elig[j];
     w->eligible = false;
     if (w->next_rev < next) w->next_rev = next;
     if (w->redo_rev) w->next_rev = w->redo_rev, w->redo_rev = 0;
