@@ -78,7 +78,7 @@ typedef struct server {
   pthread_t watch_th;
   struct watch_actor *watch; /* owned by the watch actor; NULL when not started */
   _Atomic uint32_t watch_count;  /* watchers registered (written by watch; apply
-                                  * skips encoding events while it is 0) */
+                                  * filters events by the watch actor's filter) */
   _Atomic int watch_dropped;     /* apply: an event batch did not fit the watch
                                   * mailbox (watch clears it and catches up) */
   _Atomic int watch_stopped;     /* main: the watch actor is stopping; nobody

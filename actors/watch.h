@@ -99,6 +99,14 @@ void watch_hub_clock(watch_hub *h, uint64_t now_ms);
 void watch_hub_progress(watch_hub *h);
 /* When the next tick is due (UINT64_MAX: none). */
 uint64_t watch_hub_progress_due(const watch_hub *h);
+/* The filter of what is watched, for apply (watch_actor.c, "The filter").
+ * Due when watchers came or went and the rate limit allows (by the clock);
+ * _ms: when (UINT64_MAX: not needed). Build: a new filter of every watcher,
+ * the hub's next generation (NULL: out of memory, still due). */
+struct watch_filter;
+bool watch_hub_filter_due(const watch_hub *h);
+uint64_t watch_hub_filter_due_ms(const watch_hub *h);
+struct watch_filter *watch_hub_filter_build(watch_hub *h);
 /* True while some unsynced watcher waits for a stream to drain. */
 bool watch_hub_waiting(const watch_hub *h);
 
@@ -106,6 +114,7 @@ typedef struct watch_hub_stats {
   uint64_t watchers, synced, unsynced, streams;
   uint64_t stalls;        /* streams moved to catch-up for being slow */
   uint64_t gaps;          /* batches lost or omitted that synced watchers needed */
+  uint64_t fresh_gaps;    /* batches filtered before a new watcher was in the filter */
   uint64_t catchup_chunks;
   int64_t cur_rev;
 } watch_hub_stats;
@@ -134,9 +143,11 @@ void watch_actor_destroy(struct server *s);
  * watch_apply_event by watch_actor_init). */
 void watch_apply_begin(struct server *s);
 void watch_apply_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev_kv);
+bool watch_apply_want(void *arg, const uint8_t *key, size_t len); /* mvcc_event_want_fn */
 void watch_apply_commit(struct server *s);
 /* After the batch's replies were posted: wakes the watch actor if it must
- * see the batch now (watchers exist, or the batch was dropped). */
+ * see the batch now (it holds events, was dropped, or a new filter was
+ * published since it began). */
 void watch_apply_notify(struct server *s);
 
 /* --- the net side (actors/watch_service.c), on the loop threads ------------- */

@@ -15,13 +15,14 @@
  *             events, its events come in revision order, "canceled" follows
  *             the last of them.
  *   Never blocks apply: apply uses mailbox_try_push. A batch that does not
- *             fit is dropped and flagged (server.watch_dropped); a batch
- *             encoded while no watcher existed carries no events (omitted).
+ *             fit is dropped and flagged (server.watch_dropped); one apply
+ *             could not encode (memory) carries no events (omitted).
  *             Either way the synced watchers that needed it become unsynced
  *             and are fed from LevelDB history: nothing is lost, nothing is
- *             buffered without bound. Apply wakes this thread after the
- *             batch's replies, and not at all for a batch that no watcher
- *             needs (watch_apply_notify).
+ *             buffered without bound. Apply encodes only the events some
+ *             watcher can match (the filter, below), wakes this thread after
+ *             the batch's replies, and not at all for a batch left without
+ *             events (watch_apply_notify).
  *   Slow streams: a bounded queue per stream. The loop reports how much it
  *             has taken and what the socket has not (watch_feedback). A
  *             stream above WATCH_STREAM_HIGH_BYTES gets no more live events:
@@ -48,6 +49,41 @@
  * A stabbing query visits O(log n + matches) nodes. The tree is rebuilt
  * (O(n log n)) at the first query after its set of range watchers changed.
  *
+ * The filter. This thread publishes (RCU) a read-only set of what is
+ * watched (actors/watch_filter.h): the keys of single-key watchers, the
+ * union of the ranges. Apply tests each change's key against it and skips
+ * the rest: no prev_kv read, no encoding. 10,000 idle watchers cost a put
+ * one hash probe instead of an encoding and a wake-up of this thread per
+ * batch. Filters are numbered (gen); a batch names the gen it loaded when it
+ * began (filter_gen; later events may have met a newer filter, which only
+ * covers more) and whether it left anything out (filtered).
+ *   Why no watcher misses an event. Watcher w is created at hub revision R
+ *   and is "fresh" with fgen = the gen of the next filter built (which
+ *   holds w, as does every later one while w lives). (1) A batch of revisions
+ *   <= R precedes w's create in this mailbox (apply pushes a batch before
+ *   its replies leave, so before any request that follows them), and w
+ *   never needs it: its history up to R comes from LevelDB. (2) A batch of
+ *   revisions > R is handled after w exists. If its filter_gen >= fgen,
+ *   every event w can match is in it. If not, the batch may lack w's events:
+ *   fresh_sweep moves w, if synced and in need of those revisions, to the
+ *   unsynced group from the batch's first revision, and w reads them from
+ *   history, like a watcher whose stream was slow. w stops being fresh at
+ *   the first batch with filter_gen >= fgen; batches come in revision order
+ *   with nondecreasing filter_gen, so none behind it can be older.
+ *   Why no event is left waiting. A batch without events is pushed quietly
+ *   and apply wakes this thread only if the published gen moved since the
+ *   batch began. This thread publishes before it sleeps (the rate limit
+ *   below wakes it for that); the publish (seq_cst store of the gen) and
+ *   mailbox_prepare_sleep's fence pair with apply's push + mailbox_fence +
+ *   load of the gen: either apply sees the new gen and wakes us, or our
+ *   re-check of the mailbox after announcing sleep sees its batch. A fresh
+ *   watcher thus gets its skipped events through catch-up at once.
+ *   Cost. A filter is rebuilt from the registry (O(watchers)) after
+ *   watchers came or went, at most once per 1 + watchers/1000 ms: a few
+ *   per cent of this thread while 100,000 watchers are being created.
+ *   Until then a removed watcher's key stays in (a false yes is allowed)
+ *   and a new one is fresh (history serves it).
+ *
  * Encoding: apply packs each event once (mvccpb.Event without prev_kv, and
  * the previous KeyValue apart). A WatchResponse is assembled from those
  * bytes: header, watch_id, then each event as field 11, with prev_kv
@@ -64,6 +100,7 @@
 #include "actors/log.h"
 #include "actors/server.h"
 #include "actors/watch.h"
+#include "actors/watch_filter.h"
 #include "msg/errors.h"
 #include "store/mvcc_history.h"
 
@@ -173,6 +210,10 @@ typedef struct watcher {
                          * for a synced watcher, max(this, hub cur_rev + 1) */
   bool prev_kv, noput, nodelete, progress, fragment;
   bool synced;
+  bool fresh;           /* in the hub's fresh list: a filter that holds it
+                         * may not have reached every batch yet */
+  uint64_t fgen;        /* the first filter generation that holds it */
+  struct watcher *fnext, *fprev; /* the fresh list */
   bool eligible;        /* catch-up: its stream has room this round */
   bool got_events;      /* since the last progress notification */
   int64_t redo_rev;     /* out of memory while sending it this revision: it
@@ -202,6 +243,7 @@ struct wstream {
   size_t out_len, out_cap;
   wstream *tnext;
   bool touched;
+  size_t elig_n;        /* catch-up: its watchers in this chunk */
   uint64_t tick_ms;     /* progress ticker: next tick, */
   uint64_t period_ms;   /* its period (interval + this stream's jitter), */
   size_t tick_idx;      /* and its place in the hub's tick heap */
@@ -227,6 +269,8 @@ struct watch_hub {
   watcher *touched_w;
   wstream *touched_s;
   watch_batch hist;     /* catch-up chunk */
+  watcher *elig[WATCH_CATCHUP_WATCHERS]; /* the watchers it is for */
+  size_t nelig;
   bool hist_failed;     /* out of memory while reading it */
   uint64_t *loop_posted; /* [env.n_loops]: MSG_WATCH_OUTs posted per loop */
   bool deferred;        /* some stream holds records its loop had no room for */
@@ -234,6 +278,10 @@ struct watch_hub {
   wstream **ticks;      /* streams, a min-heap on tick_ms */
   size_t nticks, capticks;
   uint64_t rng;         /* xorshift state for the tick jitter */
+  uint64_t filter_gen;  /* the last filter built */
+  bool filter_dirty;    /* watchers came or went since */
+  uint64_t filter_ms;   /* when it was built */
+  watcher *fresh, *fresh_last; /* watchers by fgen (see "The filter") */
   int64_t hdr_rev;      /* header cache */
   uint8_t hdr[64];
   size_t hdr_len;
@@ -806,8 +854,30 @@ static void set_count(watch_hub *h) {
   if (h->env.count) atomic_store(h->env.count, (uint32_t)h->nwatchers);
 }
 
+static void fresh_del(watch_hub *h, watcher *w) {
+  if (!w->fresh) return;
+  if (w->fprev) w->fprev->fnext = w->fnext;
+  else h->fresh = w->fnext;
+  if (w->fnext) w->fnext->fprev = w->fprev;
+  else h->fresh_last = w->fprev;
+  w->fresh = false;
+}
+
+/* w is new: the next filter built holds it. */
+static void fresh_add(watch_hub *h, watcher *w) {
+  w->fgen = h->filter_gen + 1;
+  w->fresh = true;
+  w->fnext = NULL, w->fprev = h->fresh_last;
+  if (h->fresh_last) h->fresh_last->fnext = w;
+  else h->fresh = w;
+  h->fresh_last = w;
+  h->filter_dirty = true;
+}
+
 static void watcher_remove(watch_hub *h, watcher *w) {
   wstream *st = w->st;
+  fresh_del(h, w);
+  h->filter_dirty = true; /* a smaller filter, when it is due */
   group_del(w->synced ? &h->synced : &h->unsynced, w);
   map_del(&st->ids, (uint64_t)w->id);
   st->w[w->st_idx] = st->w[--st->nw];
@@ -907,6 +977,7 @@ static void hub_create(watch_hub *h, wstream *st, const msg_watch_req *m) {
     send_ctl(h, st, -1, true, true, 0, "etcdserver: no space", wsrev);
     return;
   }
+  fresh_add(h, w);
   send_ctl(h, st, id, true, false, 0, NULL, wsrev);
 }
 
@@ -949,6 +1020,19 @@ void watch_hub_request(watch_hub *h, const msg_watch_req *m) {
 
 /* ===== live events ========================================================= */
 
+static bool w_matches(const watcher *w, const uint8_t *k, size_t kl) {
+  if (w->kind == W_KEY) return w->key_len == kl && (kl == 0 || memcmp(w->key, k, kl) == 0);
+  return key_cmp(w->key, w->key_len, k, kl) <= 0 && end_after(w, k, kl);
+}
+
+/* A catch-up chunk is matched against its few watchers (h->elig), not the
+ * whole unsynced group: 100,000 unsynced watchers of one key made each
+ * event of each chunk walk a 100,000-long hash chain for 64 of them. */
+static void match_eligible(watch_hub *h, const uint8_t *k, size_t kl, match_ctx *c) {
+  for (size_t j = 0; j < h->nelig; j++)
+    if (w_matches(h->elig[j], k, kl)) on_match(c, h->elig[j]);
+}
+
 static void deliver(watch_hub *h, wgroup *g, const watch_batch *b, size_t from, bool catchup, int64_t hdr_rev) {
   match_ctx c = {.h = h, .b = b, .catchup = catchup};
   size_t i = from;
@@ -956,7 +1040,8 @@ static void deliver(watch_hub *h, wgroup *g, const watch_batch *b, size_t from, 
     int64_t r = b->ev[i].rev;
     for (; i < b->n && b->ev[i].rev == r; i++) {
       c.idx = (uint32_t)i;
-      group_match(g, b->buf + b->ev[i].key_off, b->ev[i].key_len, on_match, &c);
+      if (catchup) match_eligible(h, b->buf + b->ev[i].key_off, b->ev[i].key_len, &c);
+      else group_match(g, b->buf + b->ev[i].key_off, b->ev[i].key_len, on_match, &c);
     }
     /* etcd sends one response per revision to a synced watcher */
     if (!catchup) flush_watchers(h, b, r);
@@ -983,8 +1068,24 @@ void watch_hub_gap(watch_hub *h, int64_t rev) {
   h->cur_rev = rev;
 }
 
+/* A batch met a filter older than some watchers: those of them that are
+ * synced and need its revisions read them from history (see "The filter"). */
+static void fresh_sweep(watch_hub *h, const msg_watch_events *m) {
+  while (h->fresh && h->fresh->fgen <= m->filter_gen) fresh_del(h, h->fresh);
+  if (!m->filtered) return;
+  bool any = false;
+  for (watcher *w = h->fresh; w; w = w->fnext) {
+    if (!w->synced || w->next_rev > m->rev_last) continue;
+    if (w->next_rev < m->rev_first) w->next_rev = m->rev_first;
+    w_move(h, w, false);
+    any = true;
+  }
+  if (any) h->stats.fresh_gaps++;
+}
+
 void watch_hub_events(watch_hub *h, const msg_watch_events *m) {
   if (m->rev_last <= h->cur_rev) return;
+  fresh_sweep(h, m);
   if (m->omitted || m->rev_first > h->cur_rev + 1) {
     watch_hub_gap(h, m->rev_last);
     return;
@@ -1003,9 +1104,10 @@ static void hist_add(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvcc
 }
 
 static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
-  for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
-    nx = w->gnext;
-    if (!w->eligible || w->next_rev >= compact_rev) continue;
+  for (size_t j = 0; j < h->nelig; j++) {
+    watcher *w = h->elig[j];
+    w->eligible = false;
+    if (w->next_rev >= compact_rev) continue;
     wstream *st = w->st;
     int64_t id = w->id;
     watcher_remove(h, w);
@@ -1017,27 +1119,34 @@ static void cancel_compacted(watch_hub *h, int64_t compact_rev) {
 /* Marks up to WATCH_CATCHUP_WATCHERS unsynced watchers whose streams have
  * room, from the front of the list; returns how many, the lowest revision
  * they need, and whether any wants prev_kv. */
-static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev) {
-  size_t n = 0;
-  *from = INT64_MAX, *prev = false;
-  for (watcher *w = h->unsynced.all; w; w = w->gnext) {
-    w->eligible = n < WATCH_CATCHUP_WATCHERS && stream_backlog(w->st) < WATCH_STREAM_LOW_BYTES;
-    if (!w->eligible) continue;
-    n++;
+static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev, size_t *per_stream) {
+  h->nelig = 0;
+  *from = INT64_MAX, *prev = false, *per_stream = 0;
+  for (watcher *w = h->unsynced.all; w && h->nelig < WATCH_CATCHUP_WATCHERS; w = w->gnext) {
+    if (stream_backlog(w->st) >= WATCH_STREAM_LOW_BYTES) continue;
+    w->eligible = true;
+    h->elig[h->nelig++] = w;
     if (w->next_rev < *from) *from = w->next_rev;
     *prev |= w->prev_kv;
+    if (++w->st->elig_n > *per_stream) *per_stream = w->st->elig_n;
   }
-  return n;
+  for (size_t j = 0; j < h->nelig; j++) h->elig[j]->st->elig_n = 0;
+  return h->nelig;
 }
 
 bool watch_hub_catch_up(watch_hub *h) {
   if (!h->unsynced.n) return false;
   int64_t from;
   bool prev;
-  size_t n = pick_eligible(h, &from, &prev);
+  size_t per_stream;
+  size_t n = pick_eligible(h, &from, &prev, &per_stream);
   if (!n) return false;
   size_t max_bytes = WATCH_CATCHUP_BYTES / n;
   if (max_bytes < WATCH_CATCHUP_BYTES_MIN) max_bytes = WATCH_CATCHUP_BYTES_MIN;
+  /* One stream gets at most about its high mark from one chunk: 64 of a
+   * stream's watchers of one key got 16 KiB each, 1 MiB per stream, and
+   * with 1,000 such streams behind at once the server held gigabytes. */
+  if (max_bytes > WATCH_STREAM_HIGH_BYTES / per_stream) max_bytes = WATCH_STREAM_HIGH_BYTES / per_stream;
   int64_t next = from;
   if (from <= h->cur_rev) {
     mvcc_hist_query q = {.key = (const uint8_t *)"", .key_len = 0, .range_end = (const uint8_t *)"",
@@ -1051,15 +1160,17 @@ bool watch_hub_catch_up(watch_hub *h) {
       cancel_compacted(h, mvcc_compact_rev(h->env.store));
       return true;
     }
-    if (rc) return false;
+    if (rc) {
+      for (size_t j = 0; j < h->nelig; j++) h->elig[j]->eligible = false;
+      return false;
+    }
     h->stats.catchup_chunks++;
     /* etcd's syncWatchers: every catch-up response carries the store's
      * current revision, also one that holds only the first chunk */
     deliver(h, &h->unsynced, &h->hist, 0, true, h->cur_rev);
   }
-  for (watcher *w = h->unsynced.all, *nx; w; w = nx) {
-    nx = w->gnext;
-    if (!w->eligible) continue;
+  for (size_t j = 0; j < h->nelig; j++) {
+    watcher *w = h->elig[j];
     w->eligible = false;
     if (w->next_rev < next) w->next_rev = next;
     if (w->redo_rev) w->next_rev = w->redo_rev, w->redo_rev = 0;
@@ -1089,6 +1200,36 @@ void watch_hub_tick(watch_hub *h) {
 }
 
 void watch_hub_clock(watch_hub *h, uint64_t now_ms) { h->now_ms = now_ms; }
+
+/* ===== the filter ========================================================== */
+
+uint64_t watch_hub_filter_due_ms(const watch_hub *h) {
+  if (!h->filter_dirty) return UINT64_MAX;
+  return h->filter_ms + 1 + h->nwatchers / 1000; /* see "The filter": Cost */
+}
+
+bool watch_hub_filter_due(const watch_hub *h) { return h->now_ms >= watch_hub_filter_due_ms(h); }
+
+static size_t filter_srcs(const wgroup *g, watch_filter_src *src, size_t n) {
+  for (const watcher *w = g->all; w; w = w->gnext)
+    src[n++] = (watch_filter_src){.key = w->key, .key_len = w->key_len, .end = w->end,
+                                  .end_len = w->end_len, .from_key = w->kind == W_FROM_KEY};
+  return n;
+}
+
+watch_filter *watch_hub_filter_build(watch_hub *h) {
+  size_t n = h->synced.n + h->unsynced.n;
+  watch_filter_src *src = malloc((n ? n : 1) * sizeof(*src));
+  if (!src) return NULL; /* stays due; fresh watchers are served from history */
+  n = filter_srcs(&h->unsynced, src, filter_srcs(&h->synced, src, 0));
+  watch_filter *f = watch_filter_build(h->filter_gen + 1, src, n);
+  free(src);
+  if (!f) return NULL;
+  h->filter_gen = f->gen;
+  h->filter_dirty = false;
+  h->filter_ms = h->now_ms;
+  return f;
+}
 
 uint64_t watch_hub_progress_due(const watch_hub *h) { return h->nticks ? h->ticks[0]->tick_ms : UINT64_MAX; }
 
@@ -1163,8 +1304,13 @@ typedef struct watch_actor {
   server *s;
   watch_hub *hub;
   _Atomic uint64_t *loop_handled; /* [net loops], incremented by the loops */
+  /* published by this thread, read by apply (see "The filter") */
+  watch_filter *filter;   /* rcu_assign_pointer; NULL: nothing is watched */
+  _Atomic uint64_t filter_gen; /* its gen, stored after the pointer */
   /* apply thread only */
-  bool collect, col_failed;
+  bool col_failed;
+  bool skipped;           /* the filter left an event of this batch out */
+  uint64_t fgen;          /* filter_gen when the batch began */
   bool wake;              /* the last batch's message must be seen now */
   int64_t rev_before;
   watch_batch col;
@@ -1183,6 +1329,22 @@ static int post_to_net(void *arg, msg_watch_out *m) {
     return -1;
   }
   return 0;
+}
+
+static void filter_free_rcu(struct rcu_head *head) {
+  watch_filter_free(caa_container_of(head, watch_filter, rcu));
+}
+
+/* A new filter for apply; the old one goes after a grace period. The gen
+ * is stored after the pointer (seq_cst): apply reads the gen first, so a
+ * filter it dereferences later is at least that new. */
+static void filter_publish(watch_actor *a) {
+  watch_filter *f = watch_hub_filter_build(a->hub);
+  if (!f) return;
+  watch_filter *old = a->filter;
+  rcu_assign_pointer(a->filter, f);
+  atomic_store(&a->filter_gen, f->gen);
+  if (old) call_rcu(&old->rcu, filter_free_rcu);
 }
 
 static void free_msg(msg_hdr *m) {
@@ -1226,18 +1388,21 @@ static void *watch_actor_main(void *arg) {
     }
     watch_hub_clock(a->hub, now);
     watch_hub_progress(a->hub);
+    if (watch_hub_filter_due(a->hub)) filter_publish(a); /* before sleeping: see "The filter" */
     if (n == 0 && !busy) {
       uint64_t until = watch_hub_progress_due(a->hub);
       if (watch_hub_waiting(a->hub) && next_probe < until) until = next_probe;
+      if (watch_hub_filter_due_ms(a->hub) < until) until = watch_hub_filter_due_ms(a->hub);
       uint64_t wait_ms = until > now ? until - now : 0;
       mailbox_wait(&s->watch_mb, wait_ms > 60000 ? 60000 : (int)wait_ms);
     }
   }
   watch_hub_stats st;
   watch_hub_get_stats(a->hub, &st);
-  log_printf(LOG_LEVEL_DEBUG, "watch", "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu catch-up chunks",
+  log_printf(LOG_LEVEL_DEBUG, "watch",
+             "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu fresh gaps, %llu catch-up chunks",
              (unsigned long long)st.watchers, (unsigned long long)st.unsynced, (unsigned long long)st.stalls,
-             (unsigned long long)st.gaps, (unsigned long long)st.catchup_chunks);
+             (unsigned long long)st.gaps, (unsigned long long)st.fresh_gaps, (unsigned long long)st.catchup_chunks);
   rcu_unregister_thread();
   return NULL;
 }
@@ -1279,6 +1444,7 @@ int watch_actor_init(server *s) {
   a->s = s;
   s->watch = a;
   mvcc_set_event_fn(s->store, watch_apply_event, s);
+  mvcc_set_event_want(s->store, watch_apply_want);
   return 0;
 }
 
@@ -1302,6 +1468,8 @@ void watch_actor_destroy(server *s) {
   while ((m = mailbox_pop(&s->watch_mb))) free_msg(m);
   rcu_register_thread();
   watch_hub_free(a->hub);
+  watch_filter_free(a->filter); /* apply has stopped: no reader left */
+  rcu_barrier();                /* the older ones, queued by call_rcu */
   rcu_unregister_thread();
   watch_batch_free(&a->col);
   mailbox_destroy(&s->watch_mb);
@@ -1315,16 +1483,29 @@ void watch_actor_destroy(server *s) {
 void watch_apply_begin(server *s) {
   watch_actor *a = s->watch;
   if (!a) return;
-  a->collect = atomic_load(&s->watch_count) > 0;
-  a->col_failed = false;
+  a->fgen = atomic_load(&a->filter_gen);
+  a->col_failed = a->skipped = false;
   a->rev_before = mvcc_current_rev(s->store);
   watch_batch_reset(&a->col);
+}
+
+/* Asked by the store before it builds an event. The read-side section is
+ * per key: the store's writer must not call in holding one. */
+bool watch_apply_want(void *arg, const uint8_t *key, size_t len) {
+  server *s = arg;
+  watch_actor *a = s->watch;
+  if (!a) return false;
+  rcu_read_lock();
+  bool yes = watch_filter_match(rcu_dereference(a->filter), key, len);
+  rcu_read_unlock();
+  if (!yes) a->skipped = true;
+  return yes;
 }
 
 void watch_apply_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev_kv) {
   server *s = arg;
   watch_actor *a = s->watch;
-  if (!a || !a->collect || a->col_failed) return;
+  if (!a || a->col_failed) return;
   if (watch_batch_add(&a->col, type, kv, prev_kv)) a->col_failed = true;
 }
 
@@ -1339,12 +1520,12 @@ void watch_apply_commit(server *s) {
     return;
   }
   *m = (msg_watch_events){.hdr = {MSG_WATCH_EVENTS}, .rev_first = a->rev_before + 1, .rev_last = rev,
-                          .omitted = !a->collect || a->col_failed};
+                          .omitted = a->col_failed, .filtered = a->skipped, .filter_gen = a->fgen};
   if (!m->omitted) {
     m->b = a->col; /* the batch's buffers go with the message */
     a->col = (watch_batch){0};
   }
-  a->wake = !(m->omitted && !a->collect);
+  a->wake = m->omitted || m->b.n > 0;
   if (!mailbox_try_push_quiet(&s->watch_mb, m)) {
     free_msg(&m->hdr);
     atomic_store(&s->watch_dropped, 1);
@@ -1354,15 +1535,16 @@ void watch_apply_commit(server *s) {
 
 /* Wakes the watch actor for the batch watch_apply_commit queued, after the
  * batch's replies are on their way (a reply does not wait for this context
- * switch). A batch that went by while no watcher existed only advances the
- * actor's revision: it travels quietly and is drained, in order, before the
- * next request (a watch create among them) or event batch. The fence pairs
- * with the actor's prepare_sleep: a watcher registered meanwhile (count
- * stored before the actor sleeps) is seen here, and then we wake it. */
+ * switch). A batch the filter left without events only advances the actor's
+ * revision: it travels quietly and is drained, in order, before the next
+ * request (a watch create among them) or event batch. The fence pairs with
+ * the actor's prepare_sleep: a filter published meanwhile (its gen stored
+ * before the actor sleeps) is seen here, and then we wake it, for a fresh
+ * watcher may need what this batch left out ("The filter"). */
 void watch_apply_notify(server *s) {
   watch_actor *a = s->watch;
   if (!a) return;
   mailbox_fence(&s->watch_mb);
-  if (a->wake || atomic_load(&s->watch_count) > 0) mailbox_wake(&s->watch_mb);
+  if (a->wake || atomic_load(&a->filter_gen) != a->fgen) mailbox_wake(&s->watch_mb);
   a->wake = false;
 }

@@ -206,9 +206,14 @@ typedef struct watch_batch {
 typedef struct msg_watch_events {
   msg_hdr hdr;
   int64_t rev_first, rev_last; /* the revisions this batch took */
-  int omitted;                 /* 1: events not collected (no watcher existed
-                                * when the batch began); watchers that needed
-                                * them catch up from history */
+  int omitted;                 /* 1: events not collected (out of memory);
+                                * synced watchers that needed them catch up
+                                * from history */
+  int filtered;                /* 1: events no watcher could match were left
+                                * out, by the filter of generation filter_gen
+                                * or a later one (actors/watch_actor.c, "The
+                                * filter"); 0: b holds every event */
+  uint64_t filter_gen;
   watch_batch b;
 } msg_watch_events;
 

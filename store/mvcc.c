@@ -345,6 +345,8 @@ void mvcc_set_event_fn(mvcc *m, mvcc_event_fn fn, void *arg) {
   m->ev_arg = arg;
 }
 
+void mvcc_set_event_want(mvcc *m, mvcc_event_want_fn want) { m->ev_want = want; }
+
 void mvcc_set_lease_hooks(mvcc *m, const mvcc_lease_hooks *hooks) {
   m->has_hooks = hooks != NULL;
   if (hooks) m->hooks = *hooks;

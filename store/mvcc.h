@@ -43,6 +43,9 @@ typedef struct mvcc mvcc;
  * only during the call. type is MVCCPB__EVENT__EVENT_TYPE__PUT or __DELETE. */
 typedef void (*mvcc_event_fn)(void *arg, int type, const Mvccpb__KeyValue *kv,
                               const Mvccpb__KeyValue *prev_kv);
+/* Optional, asked first with the event fn's arg: false = the consumer has
+ * no use for this key's event; it is not built (no prev_kv read) nor sent. */
+typedef bool (*mvcc_event_want_fn)(void *arg, const uint8_t *key, size_t len);
 
 /* Lease hooks (the lease issue fills them in). NULL = no leases exist:
  * a Put with lease != 0 fails with CETCD_E_LEASE_NOT_FOUND. */
@@ -64,6 +67,7 @@ int mvcc_open(const char *dir, const mvcc_options *opt, mvcc **out, char *err, s
 void mvcc_close(mvcc *m);
 
 void mvcc_set_event_fn(mvcc *m, mvcc_event_fn fn, void *arg);
+void mvcc_set_event_want(mvcc *m, mvcc_event_want_fn want);
 void mvcc_set_lease_hooks(mvcc *m, const mvcc_lease_hooks *hooks);
 
 /* Any thread. */

@@ -70,6 +70,7 @@ struct mvcc {
 
   mvcc_event_fn ev;
   void *ev_arg;
+  mvcc_event_want_fn ev_want; /* NULL: every event */
   mvcc_lease_hooks hooks;
   bool has_hooks;
 };

@@ -28,16 +28,21 @@ static Etcdserverpb__ResponseHeader *new_header(arena *a) {
   return h;
 }
 
+/* Does the event consumer want the event of this key (mvcc_set_event_want)? */
+static bool event_wanted(mvcc *m, const uint8_t *key, size_t len) {
+  return m->ev && (!m->ev_want || m->ev_want(m->ev_arg, key, len));
+}
+
 /* The previous KeyValue for an event, read before the change replaces the
  * key's cached value (so it comes from the cache, not LevelDB). */
-static Mvccpb__KeyValue *event_prev(mvcc *m, const idx_key *k, const idx_rev *prev) {
+static Mvccpb__KeyValue *event_prev(mvcc *m, bool wanted, const idx_key *k, const idx_rev *prev) {
   Mvccpb__KeyValue *pkv = NULL;
-  if (m->ev && prev && read_kv(m, k, prev, true, &m->tmp, &pkv)) pkv = NULL;
+  if (wanted && prev && read_kv(m, k, prev, true, &m->tmp, &pkv)) pkv = NULL;
   return pkv;
 }
 
-static void emit(mvcc *m, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *pkv) {
-  if (!m->ev) return;
+static void emit(mvcc *m, bool wanted, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *pkv) {
+  if (!wanted) return;
   m->ev(m->ev_arg, type, kv, pkv);
   arena_reset(&m->tmp);
 }
@@ -62,7 +67,8 @@ static int do_put(mvcc *m, idx_key *k, const ProtobufCBinaryData *key, const Pro
   int64_t sub;
   int rc = wr_record(m, &kv, false, &sub);
   if (rc) return rc;
-  Mvccpb__KeyValue *pkv = event_prev(m, k, prev);
+  bool wanted = event_wanted(m, key->data, key->len);
+  Mvccpb__KeyValue *pkv = event_prev(m, wanted, k, prev);
   idx_rev ch = {.main = rev, .sub = (uint32_t)sub, .create = kv.create_revision,
                 .version = kv.version, .lease = lease};
   idx_key *nk = k;
@@ -73,7 +79,7 @@ static int do_put(mvcc *m, idx_key *k, const ProtobufCBinaryData *key, const Pro
   idx_set_val(m->index, nk, val_new(rev, sub, value->data, value->len));
   lease_detach(m, prev, key->data, key->len);
   if (lease && m->has_hooks && m->hooks.attach) m->hooks.attach(m->hooks.arg, lease, key->data, key->len);
-  emit(m, MVCCPB__EVENT__EVENT_TYPE__PUT, &kv, pkv);
+  emit(m, wanted, MVCCPB__EVENT__EVENT_TYPE__PUT, &kv, pkv);
   return 0;
 }
 
@@ -85,13 +91,14 @@ static int do_delete(mvcc *m, const idx_key *k, const idx_rev *prev) {
   int64_t sub;
   int rc = wr_record(m, &kv, true, &sub);
   if (rc) return rc;
-  Mvccpb__KeyValue *pkv = event_prev(m, k, prev);
+  bool wanted = event_wanted(m, k->key, k->len);
+  Mvccpb__KeyValue *pkv = event_prev(m, wanted, k, prev);
   idx_rev ch = {.main = m->req_main, .sub = (uint32_t)sub, .tomb = 1};
   idx_prepend(m->index, (idx_key *)k, &ch);
   idx_set_val(m->index, (idx_key *)k, NULL);
   lease_detach(m, prev, k->key, k->len);
   kv.mod_revision = m->req_main;
-  emit(m, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, pkv);
+  emit(m, wanted, MVCCPB__EVENT__EVENT_TYPE__DELETE, &kv, pkv);
   return 0;
 }
 

@@ -63,6 +63,7 @@ typedef struct bench_cfg {
   long watched_key_total; /* watch: distinct watched keys */
   long put_total;         /* puts after the watchers are created */
   double put_rate;        /* puts/s; 0 = unlimited */
+  double hold_s;          /* --hold: keep the watchers this long after the puts */
   int key_size_set, val_size_set, key_space_set; /* given on the command line */
   /* lease-keepalive, registry */
   long leases;      /* lease-keepalive: leases granted before the clock */

@@ -89,6 +89,7 @@ static void usage(FILE *f) {
           "  --watched-key-total N  watch: keys watched (default 1)\n"
           "  --put-total N          watch: puts after the watchers are created (default 1000)\n"
           "  --put-rate N           watch: puts per second, 0 = no limit (watch 0, watch-latency 100)\n"
+          "  --hold D               watch: then keep the watchers open this long (idle watchers)\n"
           "  --leases N             lease-keepalive: leases granted before the clock (default 0 = one per client)\n"
           "  --ttl S                lease TTL seconds (default: lease-keepalive 100, registry 10)\n"
           "  --revoke               lease-keepalive: revoke the leases afterwards, timed in extra\n"
@@ -109,7 +110,7 @@ enum {
   OPT_VAL_SIZE, OPT_KEY_SPACE, OPT_SEQ, OPT_CONSISTENCY, OPT_LIMIT, OPT_COUNT_ONLY, OPT_FORMAT,
   OPT_SERVER_PID, OPT_TXN_OPS, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_INSECURE, OPT_HELP,
   OPT_RW_RATIO, OPT_DURATION, OPT_TARGET_LEADER, OPT_STREAMS, OPT_WATCH_PER_STREAM,
-  OPT_WATCHED_KEY_TOTAL, OPT_PUT_TOTAL, OPT_PUT_RATE,
+  OPT_WATCHED_KEY_TOTAL, OPT_PUT_TOTAL, OPT_PUT_RATE, OPT_HOLD,
   OPT_LEASES, OPT_TTL, OPT_REVOKE, OPT_SERVICES, OPT_INSTANCES, OPT_WATCHERS, OPT_CHURN_RATE,
 };
 
@@ -143,6 +144,7 @@ static const struct option long_opts[] = {
     {"watchers-per-stream", required_argument, NULL, OPT_WATCH_PER_STREAM},
     {"watched-key-total", required_argument, NULL, OPT_WATCHED_KEY_TOTAL},
     {"put-total", required_argument, NULL, OPT_PUT_TOTAL},
+    {"hold", required_argument, NULL, OPT_HOLD},
     {"put-rate", required_argument, NULL, OPT_PUT_RATE},
     {"leases", required_argument, NULL, OPT_LEASES},
     {"ttl", required_argument, NULL, OPT_TTL},
@@ -278,7 +280,8 @@ static void parse_flag(bench_cfg *cfg, int opt, char *arg) {
   case OPT_WATCHED_KEY_TOTAL:
     cfg->watched_key_total = parse_long("watched-key-total", arg, 1, 1000000);
     break;
-  case OPT_PUT_TOTAL: cfg->put_total = parse_long("put-total", arg, 1, 1000000000); break;
+  case OPT_PUT_TOTAL: cfg->put_total = parse_long("put-total", arg, 0, 1000000000); break;
+  case OPT_HOLD: cfg->hold_s = parse_duration(arg); break;
   case OPT_PUT_RATE: cfg->put_rate = (double)parse_long("put-rate", arg, 0, 100000000); break;
   case OPT_LEASES: cfg->leases = parse_long("leases", arg, 0, 100000000); break;
   case OPT_TTL: cfg->ttl = (int)parse_long("ttl", arg, 1, 1000000); break;

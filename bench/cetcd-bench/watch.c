@@ -486,6 +486,19 @@ static void wb_events(wb *b) {
   bench_usage_end(cfg, &b->usage_events, &b->event_usage);
 }
 
+/* --hold: the watchers stay open, idle unless others write their keys (an
+ * event that comes now counts as usual). The line on stderr tells a script
+ * that drives another bench against them when to start. */
+static void wb_hold(wb *b) {
+  const bench_cfg *cfg = b->cfg;
+  if (cfg->hold_s <= 0) return;
+  fprintf(stderr, "cetcd-bench: holding %ld watchers for %.1fs\n", b->created, cfg->hold_s);
+  for (double end = bench_now_s() + cfg->hold_s, now; (now = bench_now_s()) < end;) {
+    int wait = (int)((end - now) * 1000) + 1;
+    if (cc_loop_run_once(b->loop, wait > 100 ? 100 : wait) < 0) break;
+  }
+}
+
 /* Missing events per watcher, and every kind of event error in the table. */
 static long wb_event_errors(wb *b) {
   b->ev_expected = wb_expected(b);
@@ -636,6 +649,7 @@ int bench_watch_run(const bench_cfg *cfg, bench_result *res) {
   }
   wb_create(b);
   wb_events(b);
+  wb_hold(b);
   wb_result(b, res);
   return 0;
 oom:

@@ -261,14 +261,21 @@ def main():
         fails = 0
         ncancel = ncomp = nevents = 0
 
-        def norm(evs):
+        def norm(evs, w):
             # prev_kv is read at mod_revision - 1 (etcd does the same): below
-            # the compaction it is gone, and etcd sends none
-            return [e[:6] + (None if e[0] - 1 < compacted else e[6],) for e in evs]
+            # the compaction it is gone, and etcd sends none. A watcher that
+            # starts at the compaction revision itself is not canceled, but
+            # compaction dropped that revision's tombstones (etcd's keyIndex
+            # compact keeps no tombstone at or below it): read from history
+            # it gets no DELETE of that revision, live it does; etcd 3.4
+            # fails this check the same way (seeds 453292676, 229375464).
+            skip = w.start == compacted
+            return [e[:6] + (None if e[0] - 1 < compacted else e[6],) for e in evs
+                    if not (skip and e[0] == compacted and e[1] == DELETE)]
 
         for s, w in allw:
-            exp = norm(model.expected(w))
-            got = norm(w.events)
+            exp = norm(model.expected(w), w)
+            got = norm(w.events, w)
             nevents += len(got)
             what = "watch %d [%r, %r) start %d%s%s%s" % (
                 w.id, w.key, w.end, w.start, " noput" if w.noput else "",

@@ -19,6 +19,7 @@
 #include <urcu.h>
 
 #include "actors/watch.h"
+#include "actors/watch_filter.h"
 #include "msg/errors.h"
 #include "rpc.pb-c.h"
 #include "store/mvcc_history.h"
@@ -31,6 +32,8 @@ static watch_hub *H;
 static watch_batch COL;   /* the current batch's events (apply's collector) */
 static int64_t rev_before;
 static bool omit_next;
+static watch_filter *FILTER;  /* when set, events pass through it, as in apply */
+static bool SKIPPED;          /* it left an event of this batch out */
 
 /* ---- the fake net: every response, decoded ------------------------------- */
 
@@ -133,6 +136,13 @@ static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ft
   return remove(p);
 }
 
+static bool want(void *arg, const uint8_t *key, size_t len) {
+  (void)arg;
+  bool yes = watch_filter_match(FILTER, key, len);
+  SKIPPED |= !yes;
+  return yes;
+}
+
 static void on_event(void *arg, int type, const Mvccpb__KeyValue *kv, const Mvccpb__KeyValue *prev) {
   (void)arg;
   CU_ASSERT(watch_batch_add(&COL, type, kv, prev) == 0);
@@ -161,12 +171,15 @@ static void done(void) {
   nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
   arena_free(&A);
   watch_batch_free(&COL);
+  watch_filter_free(FILTER);
+  FILTER = NULL;
 }
 
 static void begin(void) {
   arena_reset(&A);
   rev_before = mvcc_current_rev(M);
   watch_batch_reset(&COL);
+  SKIPPED = false;
   mvcc_batch_begin(M);
 }
 
@@ -176,7 +189,8 @@ static void commit(void) {
   int64_t rev = mvcc_current_rev(M);
   if (rev == rev_before) return;
   msg_watch_events m = {.hdr = {MSG_WATCH_EVENTS}, .rev_first = rev_before + 1, .rev_last = rev,
-                        .omitted = omit_next, .b = COL};
+                        .omitted = omit_next, .b = COL, .filtered = SKIPPED,
+                        .filter_gen = FILTER ? FILTER->gen : 0};
   omit_next = false;
   watch_hub_events(H, &m);
 }
@@ -557,6 +571,50 @@ static void test_gap(void) {
   done();
 }
 
+/* The filter: apply skips the events no watcher matches; a watcher created
+ * after the filter a batch met reads what it left out from history, once;
+ * once a filter holds it, it is fed live. */
+static void rebuild(void) {
+  watch_filter_free(FILTER);
+  FILTER = watch_hub_filter_build(H);
+  CU_ASSERT_FATAL(FILTER != NULL);
+}
+
+static void test_filter_fresh(void) {
+  fresh();
+  mvcc_set_event_want(M, want);
+  rebuild(); /* no watcher: matches nothing */
+  put("a", "1");
+  CU_ASSERT(SKIPPED && COL.n == 0);
+  watch(1, "a", (wopt){.prev = true});
+  watch(1, "b", (wopt){.end = "c"});
+  put("a", "2"); /* the old filter leaves it out */
+  put("bb", "1");
+  catch_up();
+  CU_ASSERT_STRING_EQUAL(events_of(1, 0), "P a@3=2(1)");
+  CU_ASSERT_STRING_EQUAL(events_of(1, 1), "P bb@4=1");
+  rebuild();
+  put("a", "3");
+  CU_ASSERT(!SKIPPED && COL.n == 1);
+  put("z", "1"); /* nobody's */
+  CU_ASSERT(SKIPPED && COL.n == 0);
+  put("b", "2");
+  watch(2, "z", (wopt){0});
+  put("z", "2"); /* stale filter again: only stream 2's watcher is fresh */
+  catch_up();
+  CU_ASSERT_STRING_EQUAL(events_of(1, 0), "P a@3=2(1),P a@5=3(2)");
+  CU_ASSERT_STRING_EQUAL(events_of(1, 1), "P bb@4=1,P b@7=2");
+  CU_ASSERT_STRING_EQUAL(events_of(2, 0), "P z@8=2");
+  watch_hub_stats st;
+  watch_hub_get_stats(H, &st);
+  CU_ASSERT(st.fresh_gaps == 2 && st.gaps == 0 && st.unsynced == 0);
+  simple(1, WATCH_OP_CANCEL, 0);
+  rebuild();
+  put("a", "4"); /* its only watcher is gone */
+  CU_ASSERT(SKIPPED && COL.n == 0);
+  done();
+}
+
 /* A stream that does not read: no more live events once past the high
  * mark, other streams carry on; when it drains it gets every event from
  * history, in order, once. */
@@ -664,6 +722,7 @@ int main(void) {
   CU_add_test(s, "progress: a ticker per stream", test_progress_per_stream);
   CU_add_test(s, "compacted start revision", test_compacted);
   CU_add_test(s, "omitted batch: catch-up", test_gap);
+  CU_add_test(s, "filter: skipped events, fresh watchers from history", test_filter_fresh);
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
   CU_add_test(s, "congested net loop: never waits, nothing lost", test_congested_loop);
   CU_add_test(s, "fragment", test_fragment);
