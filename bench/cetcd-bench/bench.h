@@ -172,6 +172,9 @@ int bench_connect(const bench_cfg *cfg, struct cc_loop *loop, struct cc_conn **c
                   int first, int step);
 /* A progress bar on stderr: done of total. */
 void bench_progress_draw(long done, long total, int final);
+/* Whether to draw it: stdout is a terminal (a person is watching, not a
+ * pipe or file collecting the report) and so is stderr, where it goes. */
+int bench_progress_wanted(void);
 /* getrusage and the server's /proc figures around a run. */
 typedef struct bench_usage {
   double user_s, sys_s, srv_cpu_s;

@@ -397,6 +397,8 @@ static int thread_release_due(bench_thread *t) {
   return -1;
 }
 
+int bench_progress_wanted(void) { return isatty(STDOUT_FILENO) && isatty(STDERR_FILENO); }
+
 /* A progress bar on stderr, like etcd's tool shows, when it is a terminal. */
 void bench_progress_draw(long done, long total, int final) {
   if (total <= 0) total = 1;
@@ -701,7 +703,7 @@ int bench_run(const bench_cfg *cfg, bench_result *res) {
    * keeps `etcdctl get` output readable. */
   uint64_t seed = (uint64_t)time(NULL) | 1;
   for (int i = 0; i < cfg->val_size; i++) sh.value[i] = (uint8_t)('a' + rng_next(&seed) % 26);
-  sh.progress = isatty(STDERR_FILENO);
+  sh.progress = bench_progress_wanted();
   if (shared_make_template(&sh) != 0) {
     fprintf(stderr, "cetcd-bench: out of memory\n");
     goto out;

@@ -640,7 +640,7 @@ int bench_watch_run(const bench_cfg *cfg, bench_result *res) {
   b->cfg = cfg;
   b->res = res;
   b->latency_mode = cfg->scenario == BENCH_WATCH_LATENCY;
-  b->progress = isatty(STDERR_FILENO);
+  b->progress = bench_progress_wanted();
   if (wb_setup(b) != 0) goto oom;
   for (long i = 0; i < b->n_watchers; i++) b->watchers[i].watch_id = -1;
   if (wb_connect(b) != 0) {
