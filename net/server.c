@@ -222,6 +222,8 @@ net_conn *net_conn_lookup(net_loop *loop, net_call call) {
   return c;
 }
 
+static void conn_uncount(net_conn *c);
+
 static void conn_teardown(net_conn *c) {
   net_loop *loop = c->loop;
   c->closing = true; /* replies from teardown callbacks are dropped */
@@ -241,6 +243,7 @@ static void conn_teardown(net_conn *c) {
   if (c->rbuf.cap > 64 * 1024) net_buf_free(&c->rbuf);
   c->wbuf.len = c->wbuf.off = 0;
   c->rbuf.len = c->rbuf.off = 0;
+  conn_uncount(c);
   c->proto = CONN_FREE;
   c->gen++;
   loop->free_slots[loop->n_free++] = c->slot;
@@ -513,17 +516,30 @@ static void conn_readable(net_conn *c) {
 
 /* ---- output -------------------------------------------------------------- */
 
+/* Counted bytes (net_stream_send_counted) in wbuf mix with others, and the
+ * socket takes wbuf in order: no more of them than wbuf holds can be left.
+ * An upper bound, exact once wbuf is empty. */
+static void conn_uncount(net_conn *c) {
+  size_t left = net_buf_pending(&c->wbuf);
+  if (c->counted_wbuf <= left) return;
+  net_count_out(c->loop->srv, -(int64_t)(c->counted_wbuf - left));
+  c->counted_wbuf = left;
+}
+
 /* Writes what is buffered; returns -1 on a dead socket. */
 static int conn_write(net_conn *c) {
+  int rc = 0;
   while (net_buf_pending(&c->wbuf) > 0) {
     ssize_t n = c->io->write(c, c->wbuf.p + c->wbuf.off, net_buf_pending(&c->wbuf));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : -1;
+      rc = errno == EAGAIN ? 0 : -1;
+      break;
     }
     net_buf_consume(&c->wbuf, (size_t)n);
   }
-  return 0;
+  conn_uncount(c);
+  return rc;
 }
 
 static void conn_flush(net_conn *c) {
