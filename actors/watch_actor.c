@@ -593,6 +593,10 @@ static void stream_post(watch_hub *h, wstream *st, bool probe) {
   }
   msg_watch_out *m = malloc(sizeof(*m));
   if (!m) return;
+  if (st->out_cap - st->out_len > st->out_cap / 4) { /* it grew by doubling: the slack stays here */
+    uint8_t *p = realloc(st->out, st->out_len ? st->out_len : 1);
+    if (p) st->out = p, st->out_cap = st->out_len;
+  }
   atomic_fetch_add(&st->fb->refs, 1);
   *m = (msg_watch_out){.hdr = {MSG_WATCH_OUT}, .call = st->call, .fb = st->fb, .buf = st->out, .len = st->out_len};
   if (h->env.loop_handled && st->call.loop < h->env.n_loops) {
