@@ -30,6 +30,14 @@
  *             get, and catch up from history once it is below
  *             WATCH_STREAM_LOW_BYTES. History that gets compacted meanwhile
  *             cancels them with compact_revision, as etcd does.
+ *   The budget: one count of the output not yet written to a socket, for
+ *             all streams (server.watch_unsent: this thread adds what it
+ *             produces, the loops subtract what the sockets took). Over
+ *             the budget (watch.h) a stream above LOW stalls as a slow one
+ *             does, and catch-up waits, but for one chunk per
+ *             WATCH_BUDGET_TRICKLE_MS: streams that never read cannot hold
+ *             the others back for good. The unsynced/catch-up path is the
+ *             only way back, so nothing is lost or sent twice.
  *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records (and about
  *             WATCH_CATCHUP_BYTES of output in all) for at most
  *             WATCH_CATCHUP_WATCHERS watchers, who take turns; one chunk
