@@ -752,6 +752,10 @@ static void flush_watchers(watch_hub *h, const watch_batch *b, int64_t hdr_rev) 
     while (w->redo_rev && w->npend && b->ev[w->pend[w->npend - 1]].rev >= w->redo_rev) w->npend--;
     if (w->npend) put_fragments(h, w, b);
     w->npend = 0;
+    if (w->cappend > 64) { /* a catch-up chunk's worth: 100,000 watchers would keep MBs */
+      free(w->pend);
+      w->pend = NULL, w->cappend = 0;
+    }
     w->touched = false;
     w->got_events = true;
     touch_stream(h, w->st);
