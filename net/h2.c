@@ -180,6 +180,12 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
     memset(c->wbuf.p + c->wbuf.len, 0, pad - 1);
     c->wbuf.len += pad - 1;
   }
+  /* One mem_send call serializes every DATA frame the windows allow: with
+   * a client's 16 MiB windows a connection's 100 watch streams moved their
+   * whole backlog into wbuf (hundreds of MB at once, and its capacity stayed).
+   * PAUSE ends the call here; net_h2_send stops at the cap and the rest
+   * waits on its stream, where the app sees it (net_stream_pending_bytes). */
+  if (net_buf_pending(&c->wbuf) >= c->loop->srv->cfg.max_conn_out_bytes) return NGHTTP2_ERR_PAUSE;
   return 0;
 }
 

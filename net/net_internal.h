@@ -120,6 +120,7 @@ struct net_conn {
   size_t counted_wbuf;       /* of wbuf: counted bytes, at most (see conn_write) */
   bool dirty;                /* on the loop's dirty list */
   bool want_out;             /* EPOLLOUT registered */
+  bool more_out;             /* the last flush left nghttp2 output for the next turn */
   bool reading_paused;       /* EPOLLIN removed: output backlog too large */
   bool close_after_write;    /* close once wbuf drains */
   bool closing;              /* close at the end of the turn */

@@ -187,7 +187,7 @@ static void conn_set_events(net_conn *c) {
    * the client's WINDOW_UPDATEs, which arrive only if we keep reading. */
   bool pause = c->h1_busy || c->close_after_write ||
                net_buf_pending(&c->wbuf) >= s->cfg.max_conn_out_bytes;
-  bool out = net_buf_pending(&c->wbuf) > 0;
+  bool out = net_buf_pending(&c->wbuf) > 0 || c->more_out;
   if (!pause && net_tls_pending(c) > 0) { /* epoll cannot see these bytes */
     c->reread = true;
     net_conn_mark_dirty(c);
@@ -293,7 +293,7 @@ static void loop_accept(net_loop *loop, int lfd) {
     c->h2 = NULL;
     c->streams = NULL;
     c->stream_out_bytes = 0;
-    c->dirty = c->want_out = c->reading_paused = false;
+    c->dirty = c->want_out = c->more_out = c->reading_paused = false;
     c->close_after_write = c->closing = c->h1_busy = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = EV_DATA(EV_CONN, c->slot)};
     if ((loop->srv->tls_ctx && net_tls_conn_init(c, loop->srv->tls_ctx) != 0) ||
@@ -547,8 +547,11 @@ static void conn_flush(net_conn *c) {
     h1_process(c); /* requests that arrived while the previous one was answered */
   }
   /* A few rounds: nghttp2's output is capped per round by max_conn_out_bytes. */
-  for (int round = 0; round < 8 && !c->closing; round++) {
+  int round = 0;
+  bool produced = false;
+  for (; round < 8 && !c->closing; round++) {
     if (c->proto == CONN_H2 && net_h2_send(c) != 0) c->close_after_write = true;
+    produced = net_buf_pending(&c->wbuf) > 0;
     if (conn_write(c) != 0) {
       c->closing = true;
       break;
@@ -558,6 +561,10 @@ static void conn_flush(net_conn *c) {
       break;
     }
   }
+  /* The rounds ran out while the socket took everything and nghttp2 has
+   * more: EPOLLOUT (at once, the socket is writable) brings the next turn,
+   * after the loop's other work. Nothing else might ever mark c dirty. */
+  c->more_out = round == 8 && produced;
   if (!c->closing && c->close_after_write && net_buf_pending(&c->wbuf) == 0) c->closing = true;
   if (c->closing) {
     conn_teardown(c);
