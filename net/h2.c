@@ -173,8 +173,8 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   c->stream_out_bytes -= length;
   size_t counted = s->counted < length ? s->counted : length;
   s->counted -= counted, c->counted_wbuf += counted;
-  /* A burst (a watch stream's catch-up) grew it: give the memory back now
-   * rather than hold it for the stream's life. */
+  /* A burst (a watch stream's backlog) grew it: give the memory back once
+   * it drains rather than hold it for the stream's life. */
   if (!net_buf_pending(&s->out) && s->out.cap > KEEP_BUF_BYTES) net_buf_free(&s->out);
   if (pad > 1) {
     memset(c->wbuf.p + c->wbuf.len, 0, pad - 1);

@@ -801,7 +801,7 @@ static void apply_defaults(net_config *c) {
   if (c->max_recv_msg_bytes == 0) c->max_recv_msg_bytes = 4 * 1024 * 1024;
   if (c->max_concurrent_streams == 0) c->max_concurrent_streams = 1000;
   if (c->max_conns == 0) c->max_conns = 10000;
-  if (c->max_conn_out_bytes == 0) c->max_conn_out_bytes = 16 * 1024 * 1024;
+  if (c->max_conn_out_bytes == 0) c->max_conn_out_bytes = 1024 * 1024;
   if (c->max_http1_body_bytes == 0) c->max_http1_body_bytes = c->max_recv_msg_bytes;
   if (c->mailbox_slots == 0) c->mailbox_slots = 65536;
 }

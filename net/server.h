@@ -177,7 +177,10 @@ typedef struct net_config {
   uint32_t max_concurrent_streams; /* per connection; 0 = 1000 */
   size_t max_conns;                /* whole server; 0 = 10000 */
   size_t max_conn_out_bytes;       /* serialized output the socket has not taken, per conn,
-                                    * at which reading pauses; 0 = 16 MiB */
+                                    * at which reading pauses and serializing stops (the
+                                    * rest waits on its streams); 0 = 1 MiB: the kernel's
+                                    * socket buffer holds more, and at 16 MiB ten watch
+                                    * connections held 160 MB that no stream's measure saw */
   size_t max_http1_body_bytes;     /* 0 = max_recv_msg_bytes */
   /* Output sent with net_stream_send_counted() and not yet written to a
    * socket, in bytes (gRPC framing included): the loops add and subtract,
