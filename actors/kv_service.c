@@ -446,6 +446,7 @@ void kv_service_config(server *s, net_config *cfg, net_handlers *h) {
   cfg->n_unimplemented = sizeof(unimplemented_services) / sizeof(unimplemented_services[0]);
   /* grpc-go in etcd accepts max-request-bytes plus this much framing slack. */
   cfg->max_recv_msg_bytes = s->opt.max_request_bytes + 512 * 1024;
+  cfg->counted_out_bytes = &s->watch_unsent; /* watch streams' output (watch.h, the budget) */
   memset(h, 0, sizeof(*h));
   h->app = s;
   h->on_loop_start = on_loop_start;

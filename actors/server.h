@@ -83,6 +83,9 @@ typedef struct server {
                                   * mailbox (watch clears it and catches up) */
   _Atomic int watch_stopped;     /* main: the watch actor is stopping; nobody
                                   * pushes to watch_mb any more */
+  _Atomic int64_t watch_unsent;  /* watch output not yet written to a socket,
+                                  * bytes (watch: + produced; net: - written;
+                                  * actors/watch.h, "the budget") */
 
   /* Restart state read from the WAL before the raft actor starts; the raft
    * actor takes ownership of the entries. */

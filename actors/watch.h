@@ -28,6 +28,22 @@ struct server;
  * history again once it is below LOW. */
 #define WATCH_STREAM_HIGH_BYTES (256 * 1024)
 #define WATCH_STREAM_LOW_BYTES (64 * 1024)
+/* The budget: watch output produced and not yet written to a socket, across
+ * all streams (records the actor holds, posted to a loop, queued on a stream,
+ * serialized on a connection; server.watch_unsent). Beyond it a stream above
+ * LOW gets no more live events (it stalls, as a slow stream does, and its
+ * watchers catch up from history later) and catch-up waits. So the total
+ * stays under the budget plus, per stream, LOW and one revision's output
+ * (plus a catch-up chunk), however many streams there are: 1,000 streams of
+ * 100 watchers of one key each held up to HIGH, 256 MB, and with the copies
+ * on their way through the loops the server peaked at 1.3-1.5 GB of RSS
+ * against etcd's 220 MB. 64 MiB is ~40 responses of etcd's largest request
+ * size (--max-request-bytes 1.5 MiB), and several hundred MB/s of sockets
+ * drain it in a fraction of a second, so a reading client never waits on it.
+ * While over it, one catch-up chunk still goes every WATCH_BUDGET_TRICKLE_MS:
+ * streams that do not read cannot starve the ones that do. */
+#define WATCH_UNSENT_BUDGET_BYTES (64 * 1024 * 1024)
+#define WATCH_BUDGET_TRICKLE_MS 100
 /* Records examined per catch-up chunk (store/mvcc_history.h), and bytes
  * read: WATCH_CATCHUP_BYTES shared by the watchers the chunk is for (each
  * gets its own copy of what matches), at least WATCH_CATCHUP_BYTES_MIN. So
@@ -66,6 +82,11 @@ typedef struct watch_hub_env {
   uint32_t n_loops;           /* net loops (call.loop < n_loops) */
   _Atomic uint64_t *loop_handled; /* [n_loops]: MSG_WATCH_OUTs each loop handled
                                * (NULL: no per-loop bound, e.g. unit tests) */
+  _Atomic int64_t *unsent;    /* watch output not yet written, server-wide (the
+                               * hub adds what it produces; whoever takes a
+                               * MSG_WATCH_OUT subtracts its len, see
+                               * msg_watch_out.unsent). NULL: the hub's own */
+  size_t budget_bytes;        /* on *unsent (0: no budget) */
   uint64_t progress_ms;       /* progress-notify interval (0: no ticks) */
   uint64_t seed;              /* for the per-stream jitter of the ticks */
 } watch_hub_env;
@@ -116,6 +137,9 @@ typedef struct watch_hub_stats {
   uint64_t gaps;          /* batches lost or omitted that synced watchers needed */
   uint64_t fresh_gaps;    /* batches filtered before a new watcher was in the filter */
   uint64_t catchup_chunks;
+  uint64_t budget_stalls; /* stalls (of those) for the budget, not HIGH */
+  uint64_t budget_waits;  /* catch-up rounds that waited for the budget */
+  int64_t unsent_peak;    /* the most *unsent the hub saw, bytes */
   int64_t cur_rev;
 } watch_hub_stats;
 void watch_hub_get_stats(const watch_hub *h, watch_hub_stats *st);

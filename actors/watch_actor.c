@@ -30,6 +30,14 @@
  *             get, and catch up from history once it is below
  *             WATCH_STREAM_LOW_BYTES. History that gets compacted meanwhile
  *             cancels them with compact_revision, as etcd does.
+ *   The budget: one count of the output not yet written to a socket, for
+ *             all streams (server.watch_unsent: this thread adds what it
+ *             produces, the loops subtract what the sockets took). Over
+ *             the budget (watch.h) a stream above LOW stalls as a slow one
+ *             does, and catch-up waits, but for one chunk per
+ *             WATCH_BUDGET_TRICKLE_MS: streams that never read cannot hold
+ *             the others back for good. The unsynced/catch-up path is the
+ *             only way back, so nothing is lost or sent twice.
  *   Catch-up: in chunks of WATCH_CATCHUP_EVENTS records (and about
  *             WATCH_CATCHUP_BYTES of output in all) for at most
  *             WATCH_CATCHUP_WATCHERS watchers, who take turns; one chunk
@@ -282,6 +290,9 @@ struct watch_hub {
   bool filter_dirty;    /* watchers came or went since */
   uint64_t filter_ms;   /* when it was built */
   watcher *fresh, *fresh_last; /* watchers by fgen (see "The filter") */
+  _Atomic int64_t *unsent; /* env.unsent, or own_unsent */
+  _Atomic int64_t own_unsent;
+  uint64_t trickle_ms;  /* over the budget: when the next catch-up chunk may go */
   int64_t hdr_rev;      /* header cache */
   uint8_t hdr[64];
   size_t hdr_len;
@@ -552,8 +563,18 @@ static bool loop_congested(const watch_hub *h, uint32_t loop) {
   return posted > handled && posted - handled >= WATCH_LOOP_MAX_MSGS;
 }
 
+/* Output produced (n > 0) or gone without reaching a socket (n < 0). */
+static void unsent_add(watch_hub *h, int64_t n) {
+  int64_t v = atomic_fetch_add(h->unsent, n) + n;
+  if (v > h->stats.unsent_peak) h->stats.unsent_peak = v;
+}
+
+static bool over_budget(const watch_hub *h) {
+  return h->env.budget_bytes && atomic_load(h->unsent) >= (int64_t)h->env.budget_bytes;
+}
+
 /* Room for one record of len bytes; returns where its bytes go, or NULL. */
-static uint8_t *out_record(wstream *st, size_t len) {
+static uint8_t *out_record(watch_hub *h, wstream *st, size_t len) {
   size_t need = st->out_len + 4 + len;
   if (need > st->out_cap) {
     size_t cap = st->out_cap ? st->out_cap * 2 : 1024;
@@ -566,6 +587,7 @@ static uint8_t *out_record(wstream *st, size_t len) {
   memcpy(st->out + st->out_len, &l, 4);
   uint8_t *r = st->out + st->out_len + 4;
   st->out_len = need;
+  unsent_add(h, (int64_t)(4 + len));
   return r;
 }
 
@@ -579,16 +601,22 @@ static void stream_post(watch_hub *h, wstream *st, bool probe) {
   }
   msg_watch_out *m = malloc(sizeof(*m));
   if (!m) return;
+  if (st->out_cap - st->out_len > st->out_cap / 4) { /* it grew by doubling: the slack stays here */
+    uint8_t *p = realloc(st->out, st->out_len ? st->out_len : 1);
+    if (p) st->out = p, st->out_cap = st->out_len;
+  }
   atomic_fetch_add(&st->fb->refs, 1);
   *m = (msg_watch_out){.hdr = {MSG_WATCH_OUT}, .call = st->call, .fb = st->fb, .buf = st->out, .len = st->out_len};
   if (h->env.loop_handled && st->call.loop < h->env.n_loops) {
     m->loop_handled = &h->env.loop_handled[st->call.loop];
     h->loop_posted[st->call.loop]++;
   }
+  m->unsent = h->unsent;
   st->posted += st->out_len;
   if (probe) st->probes_sent++;
+  size_t len = st->out_len;
   st->out = NULL, st->out_len = st->out_cap = 0;
-  h->env.post(h->env.post_arg, m);
+  if (h->env.post(h->env.post_arg, m) < 0) unsent_add(h, -(int64_t)len);
 }
 
 static void touch_stream(watch_hub *h, wstream *st) {
@@ -611,7 +639,7 @@ static void send_ctl(watch_hub *h, wstream *st, int64_t id, bool created, bool c
   r.compact_revision = compact_rev;
   r.cancel_reason = (char *)(reason ? reason : "");
   size_t len = protobuf_c_message_get_packed_size(&r.base);
-  uint8_t *p = out_record(st, len);
+  uint8_t *p = out_record(h, st, len);
   if (p) protobuf_c_message_pack(&r.base, p);
   stream_post(h, st, false);
 }
@@ -644,7 +672,7 @@ static void put_response(watch_hub *h, watcher *w, const watch_batch *b, size_t 
     size_t n = event_size(w, &b->ev[w->pend[i]]);
     len += 1 + varint_len(n) + n;
   }
-  uint8_t *p = out_record(w->st, len);
+  uint8_t *p = out_record(h, w->st, len);
   if (!p) {
     int64_t r = b->ev[w->pend[from]].rev;
     if (!w->redo_rev || r < w->redo_rev) w->redo_rev = r; /* memory: re-read from history */
@@ -724,6 +752,10 @@ static void flush_watchers(watch_hub *h, const watch_batch *b, int64_t hdr_rev) 
     while (w->redo_rev && w->npend && b->ev[w->pend[w->npend - 1]].rev >= w->redo_rev) w->npend--;
     if (w->npend) put_fragments(h, w, b);
     w->npend = 0;
+    if (w->cappend > 64) { /* a catch-up chunk's worth: 100,000 watchers would keep MBs */
+      free(w->pend);
+      w->pend = NULL, w->cappend = 0;
+    }
     w->touched = false;
     w->got_events = true;
     touch_stream(h, w->st);
@@ -749,12 +781,21 @@ static void stream_stall(watch_hub *h, wstream *st, int64_t from) {
   h->stats.stalls++;
 }
 
+/* Live events (stall_from: the next revision) stop for a stream above HIGH,
+ * or above LOW while the server is over its budget (watch.h). */
 static void flush_streams(watch_hub *h, int64_t stall_from) {
   for (wstream *st = h->touched_s, *nx; st; st = nx) {
     nx = st->tnext;
     st->touched = false;
-    if (stall_from && stream_backlog(st) > WATCH_STREAM_HIGH_BYTES) stream_stall(h, st, stall_from);
-    else stream_post(h, st, false);
+    uint64_t backlog = stall_from ? stream_backlog(st) : 0;
+    bool high = backlog > WATCH_STREAM_HIGH_BYTES;
+    bool budget = !high && backlog > WATCH_STREAM_LOW_BYTES && over_budget(h);
+    if (high || budget) {
+      h->stats.budget_stalls += budget;
+      stream_stall(h, st, stall_from);
+    } else {
+      stream_post(h, st, false);
+    }
   }
   h->touched_s = NULL;
 }
@@ -895,6 +936,7 @@ static void stream_remove(watch_hub *h, wstream *st) {
   map_del(&h->streams, st->skey);
   map_free(&st->ids);
   free(st->w);
+  unsent_add(h, -(int64_t)st->out_len);
   free(st->out);
   watch_feedback_release(st->fb);
   free(st);
@@ -1136,6 +1178,13 @@ static size_t pick_eligible(watch_hub *h, int64_t *from, bool *prev, size_t *per
 
 bool watch_hub_catch_up(watch_hub *h) {
   if (!h->unsynced.n) return false;
+  if (over_budget(h)) { /* wait for the sockets, but trickle (watch.h) */
+    if (h->now_ms < h->trickle_ms) {
+      h->stats.budget_waits++;
+      return false;
+    }
+    h->trickle_ms = h->now_ms + WATCH_BUDGET_TRICKLE_MS;
+  }
   int64_t from;
   bool prev;
   size_t per_stream;
@@ -1269,6 +1318,7 @@ watch_hub *watch_hub_new(const watch_hub_env *env, int64_t cur_rev) {
   watch_hub *h = calloc(1, sizeof(*h));
   if (!h) return NULL;
   h->env = *env;
+  h->unsent = env->unsent ? env->unsent : &h->own_unsent;
   h->cur_rev = cur_rev;
   h->rng = env->seed | 1;
   if (env->loop_handled) {
@@ -1400,9 +1450,11 @@ static void *watch_actor_main(void *arg) {
   watch_hub_stats st;
   watch_hub_get_stats(a->hub, &st);
   log_printf(LOG_LEVEL_DEBUG, "watch",
-             "watchers %llu (unsynced %llu), streams stalled %llu times, %llu gaps, %llu fresh gaps, %llu catch-up chunks",
+             "watchers %llu (unsynced %llu), streams stalled %llu times (%llu for the budget), %llu gaps, "
+             "%llu fresh gaps, %llu catch-up chunks (%llu rounds waited for the budget), unsent output peaked at %lld bytes",
              (unsigned long long)st.watchers, (unsigned long long)st.unsynced, (unsigned long long)st.stalls,
-             (unsigned long long)st.gaps, (unsigned long long)st.fresh_gaps, (unsigned long long)st.catchup_chunks);
+             (unsigned long long)st.budget_stalls, (unsigned long long)st.gaps, (unsigned long long)st.fresh_gaps,
+             (unsigned long long)st.catchup_chunks, (unsigned long long)st.budget_waits, (long long)st.unsent_peak);
   rcu_unregister_thread();
   return NULL;
 }
@@ -1422,6 +1474,10 @@ int watch_actor_init(server *s) {
                        .post = post_to_net, .post_arg = s, .count = &s->watch_count,
                        .n_loops = n_loops, .loop_handled = a->loop_handled};
   if (!env.max_request_bytes) env.max_request_bytes = 1536 * 1024;
+  env.unsent = &s->watch_unsent;
+  /* at least 16 responses of the largest request a client may send */
+  env.budget_bytes = WATCH_UNSENT_BUDGET_BYTES;
+  if (env.budget_bytes < 16 * env.max_request_bytes) env.budget_bytes = 16 * env.max_request_bytes;
   /* etcd v3rpc.NewWatchServer: a positive interval, at least 100 ms */
   env.progress_ms = 10 * 60 * 1000;
   if (s->opt.watch_progress_ns > 0) {

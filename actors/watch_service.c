@@ -113,7 +113,7 @@ void watch_service_on_post(server *s, net_loop *loop, msg_watch_out *m) {
     uint32_t l;
     memcpy(&l, m->buf + off, 4);
     off += 4;
-    if (net_stream_send(loop, m->call, m->buf + off, l) < 0) alive = false;
+    if (net_stream_send_counted(loop, m->call, m->buf + off, l) < 0) alive = false;
     off += l;
   }
   /* a dead stream counts as taken: its watchers go with its GONE */
@@ -121,5 +121,7 @@ void watch_service_on_post(server *s, net_loop *loop, msg_watch_out *m) {
   atomic_fetch_add(&m->fb->delivered, m->len);
   if (m->len == 0) atomic_fetch_add(&m->fb->probes_done, 1);
   if (m->loop_handled) atomic_fetch_add(m->loop_handled, 1);
+  /* the stream counts what it holds now (net_stream_send_counted) */
+  if (m->unsent) atomic_fetch_sub(m->unsent, (int64_t)m->len);
   watch_out_free(m);
 }

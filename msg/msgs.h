@@ -254,6 +254,12 @@ typedef struct msg_watch_out {
   watch_feedback *fb;
   _Atomic uint64_t *loop_handled; /* the loop counts the messages it handled
                                    * (owned by the watch actor, outlives the loops) */
+  _Atomic int64_t *unsent;        /* the server-wide count of watch output not
+                                   * yet written (watch.h, "the budget"): the
+                                   * loop subtracts len once it has handed the
+                                   * records to the stream, which counts them
+                                   * again until the socket takes them (owned
+                                   * by the server; NULL: none) */
   uint8_t *buf;
   size_t len;
 } msg_watch_out;

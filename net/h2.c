@@ -171,10 +171,21 @@ static int send_data_cb(nghttp2_session *session, nghttp2_frame *frame, const ui
   net_buf_append(&c->wbuf, s->out.p + s->out.off, length);
   net_buf_consume(&s->out, length);
   c->stream_out_bytes -= length;
+  size_t counted = s->counted < length ? s->counted : length;
+  s->counted -= counted, c->counted_wbuf += counted;
+  /* A burst (a watch stream's backlog) grew it: give the memory back once
+   * it drains rather than hold it for the stream's life. */
+  if (!net_buf_pending(&s->out) && s->out.cap > KEEP_BUF_BYTES) net_buf_free(&s->out);
   if (pad > 1) {
     memset(c->wbuf.p + c->wbuf.len, 0, pad - 1);
     c->wbuf.len += pad - 1;
   }
+  /* One mem_send call serializes every DATA frame the windows allow: with
+   * a client's 16 MiB windows a connection's 100 watch streams moved their
+   * whole backlog into wbuf (hundreds of MB at once, and its capacity stayed).
+   * PAUSE ends the call here; net_h2_send stops at the cap and the rest
+   * waits on its stream, where the app sees it (net_stream_pending_bytes). */
+  if (net_buf_pending(&c->wbuf) >= c->loop->srv->cfg.max_conn_out_bytes) return NGHTTP2_ERR_PAUSE;
   return 0;
 }
 
@@ -292,6 +303,16 @@ int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t le
   net_stream *s = call_stream(loop, call);
   if (!s) return -1;
   if (stream_append_msg(s, msg, len) != 0) return -1;
+  stream_kick(s);
+  return 0;
+}
+
+int net_stream_send_counted(net_loop *loop, net_call call, const uint8_t *msg, size_t len) {
+  net_stream *s = call_stream(loop, call);
+  if (!s) return -1;
+  if (stream_append_msg(s, msg, len) != 0) return -1;
+  s->counted += 5 + len;
+  net_count_out(loop->srv, (int64_t)(5 + len));
   stream_kick(s);
   return 0;
 }
@@ -722,6 +743,8 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
   if (s->prev) s->prev->next = s->next; else c->streams = s->next;
   if (s->next) s->next->prev = s->prev;
   c->stream_out_bytes -= net_buf_pending(&s->out);
+  net_count_out(c->loop->srv, -(int64_t)s->counted);
+  s->counted = 0;
   if (s->delivered && !s->app_gone) {
     s->finished = true; /* replies from the callback are dropped */
     s->app_gone = true;

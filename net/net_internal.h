@@ -12,6 +12,7 @@
 
 #include <nghttp2/nghttp2.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -75,6 +76,7 @@ typedef struct net_stream {
   const net_method_ent *m;   /* NULL until dispatched / when rejected */
   grpc_frame_dec dec;        /* request message framing */
   net_buf out;               /* framed response bytes not yet given to nghttp2 */
+  size_t counted;            /* of out: bytes in net_config.counted_out_bytes */
   net_buf meta;              /* captured header values, each NUL-terminated */
   uint32_t meta_off[NET_MAX_CAPTURE]; /* offset+1 into meta per capture name; 0 = absent */
   uint32_t meta_len[NET_MAX_CAPTURE];
@@ -115,8 +117,10 @@ struct net_conn {
   net_buf wbuf;              /* bytes serialized, not yet written */
   net_buf rbuf;              /* preface detection / HTTP/1.1 input */
   size_t stream_out_bytes;   /* sum of streams' out buffers */
+  size_t counted_wbuf;       /* of wbuf: counted bytes, at most (see conn_write) */
   bool dirty;                /* on the loop's dirty list */
   bool want_out;             /* EPOLLOUT registered */
+  bool more_out;             /* the last flush left nghttp2 output for the next turn */
   bool reading_paused;       /* EPOLLIN removed: output backlog too large */
   bool close_after_write;    /* close once wbuf drains */
   bool closing;              /* close at the end of the turn */
@@ -195,5 +199,10 @@ int net_h2_send(net_conn *c);
 /* Connection ending: tell the app about live calls, free the session. */
 void net_h2_conn_free(net_conn *c);
 const net_method_ent *net_method_find(const net_server *s, const char *path, size_t len);
+
+/* net_config.counted_out_bytes += delta (see net_stream_send_counted). */
+static inline void net_count_out(const net_server *srv, int64_t delta) {
+  if (srv->cfg.counted_out_bytes && delta) atomic_fetch_add(srv->cfg.counted_out_bytes, delta);
+}
 
 #endif

@@ -187,7 +187,7 @@ static void conn_set_events(net_conn *c) {
    * the client's WINDOW_UPDATEs, which arrive only if we keep reading. */
   bool pause = c->h1_busy || c->close_after_write ||
                net_buf_pending(&c->wbuf) >= s->cfg.max_conn_out_bytes;
-  bool out = net_buf_pending(&c->wbuf) > 0;
+  bool out = net_buf_pending(&c->wbuf) > 0 || c->more_out;
   if (!pause && net_tls_pending(c) > 0) { /* epoll cannot see these bytes */
     c->reread = true;
     net_conn_mark_dirty(c);
@@ -222,6 +222,8 @@ net_conn *net_conn_lookup(net_loop *loop, net_call call) {
   return c;
 }
 
+static void conn_uncount(net_conn *c);
+
 static void conn_teardown(net_conn *c) {
   net_loop *loop = c->loop;
   c->closing = true; /* replies from teardown callbacks are dropped */
@@ -241,6 +243,7 @@ static void conn_teardown(net_conn *c) {
   if (c->rbuf.cap > 64 * 1024) net_buf_free(&c->rbuf);
   c->wbuf.len = c->wbuf.off = 0;
   c->rbuf.len = c->rbuf.off = 0;
+  conn_uncount(c);
   c->proto = CONN_FREE;
   c->gen++;
   loop->free_slots[loop->n_free++] = c->slot;
@@ -290,7 +293,7 @@ static void loop_accept(net_loop *loop, int lfd) {
     c->h2 = NULL;
     c->streams = NULL;
     c->stream_out_bytes = 0;
-    c->dirty = c->want_out = c->reading_paused = false;
+    c->dirty = c->want_out = c->more_out = c->reading_paused = false;
     c->close_after_write = c->closing = c->h1_busy = false;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = EV_DATA(EV_CONN, c->slot)};
     if ((loop->srv->tls_ctx && net_tls_conn_init(c, loop->srv->tls_ctx) != 0) ||
@@ -513,17 +516,30 @@ static void conn_readable(net_conn *c) {
 
 /* ---- output -------------------------------------------------------------- */
 
+/* Counted bytes (net_stream_send_counted) in wbuf mix with others, and the
+ * socket takes wbuf in order: no more of them than wbuf holds can be left.
+ * An upper bound, exact once wbuf is empty. */
+static void conn_uncount(net_conn *c) {
+  size_t left = net_buf_pending(&c->wbuf);
+  if (c->counted_wbuf <= left) return;
+  net_count_out(c->loop->srv, -(int64_t)(c->counted_wbuf - left));
+  c->counted_wbuf = left;
+}
+
 /* Writes what is buffered; returns -1 on a dead socket. */
 static int conn_write(net_conn *c) {
+  int rc = 0;
   while (net_buf_pending(&c->wbuf) > 0) {
     ssize_t n = c->io->write(c, c->wbuf.p + c->wbuf.off, net_buf_pending(&c->wbuf));
     if (n < 0) {
       if (errno == EINTR) continue;
-      return errno == EAGAIN ? 0 : -1;
+      rc = errno == EAGAIN ? 0 : -1;
+      break;
     }
     net_buf_consume(&c->wbuf, (size_t)n);
   }
-  return 0;
+  conn_uncount(c);
+  return rc;
 }
 
 static void conn_flush(net_conn *c) {
@@ -531,8 +547,11 @@ static void conn_flush(net_conn *c) {
     h1_process(c); /* requests that arrived while the previous one was answered */
   }
   /* A few rounds: nghttp2's output is capped per round by max_conn_out_bytes. */
-  for (int round = 0; round < 8 && !c->closing; round++) {
+  int round = 0;
+  bool produced = false;
+  for (; round < 8 && !c->closing; round++) {
     if (c->proto == CONN_H2 && net_h2_send(c) != 0) c->close_after_write = true;
+    produced = net_buf_pending(&c->wbuf) > 0;
     if (conn_write(c) != 0) {
       c->closing = true;
       break;
@@ -542,6 +561,10 @@ static void conn_flush(net_conn *c) {
       break;
     }
   }
+  /* The rounds ran out while the socket took everything and nghttp2 has
+   * more: EPOLLOUT (at once, the socket is writable) brings the next turn,
+   * after the loop's other work. Nothing else might ever mark c dirty. */
+  c->more_out = round == 8 && produced;
   if (!c->closing && c->close_after_write && net_buf_pending(&c->wbuf) == 0) c->closing = true;
   if (c->closing) {
     conn_teardown(c);
@@ -778,7 +801,7 @@ static void apply_defaults(net_config *c) {
   if (c->max_recv_msg_bytes == 0) c->max_recv_msg_bytes = 4 * 1024 * 1024;
   if (c->max_concurrent_streams == 0) c->max_concurrent_streams = 1000;
   if (c->max_conns == 0) c->max_conns = 10000;
-  if (c->max_conn_out_bytes == 0) c->max_conn_out_bytes = 16 * 1024 * 1024;
+  if (c->max_conn_out_bytes == 0) c->max_conn_out_bytes = 1024 * 1024;
   if (c->max_http1_body_bytes == 0) c->max_http1_body_bytes = c->max_recv_msg_bytes;
   if (c->mailbox_slots == 0) c->mailbox_slots = 65536;
 }

@@ -177,8 +177,16 @@ typedef struct net_config {
   uint32_t max_concurrent_streams; /* per connection; 0 = 1000 */
   size_t max_conns;                /* whole server; 0 = 10000 */
   size_t max_conn_out_bytes;       /* serialized output the socket has not taken, per conn,
-                                    * at which reading pauses; 0 = 16 MiB */
+                                    * at which reading pauses and serializing stops (the
+                                    * rest waits on its streams); 0 = 1 MiB: the kernel's
+                                    * socket buffer holds more, and at 16 MiB ten watch
+                                    * connections held 160 MB that no stream's measure saw */
   size_t max_http1_body_bytes;     /* 0 = max_recv_msg_bytes */
+  /* Output sent with net_stream_send_counted() and not yet written to a
+   * socket, in bytes (gRPC framing included): the loops add and subtract,
+   * the app reads it (the watch actor's server-wide budget). NULL: no
+   * counting. Must outlive the loops. */
+  _Atomic int64_t *counted_out_bytes;
   uint32_t mailbox_slots;          /* per-loop net_post capacity; 0 = 65536 */
   uint32_t tick_ms;                /* on_tick period; 0 = no ticks */
   const net_method *methods;
@@ -252,6 +260,9 @@ void net_reply(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
 void net_reply_error(net_loop *loop, net_call call, int grpc_code, const char *message);
 /* Server/bidi stream: one message. Returns 0, or -1 if the call is dead. */
 int net_stream_send(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
+/* The same, and the bytes count in net_config.counted_out_bytes until they
+ * are written to the socket (or the stream or connection goes away). */
+int net_stream_send_counted(net_loop *loop, net_call call, const uint8_t *msg, size_t len);
 /* Server/bidi stream: trailers and END_STREAM. The call is dead afterwards. */
 void net_stream_finish(net_loop *loop, net_call call, int grpc_code, const char *message);
 /* Response bytes queued on the stream and not yet framed onto the

@@ -28,6 +28,7 @@
 #include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +233,9 @@ typedef struct work {
   uint8_t data[];
 } work;
 
+/* net_config.counted_out_bytes: the snapshot and watch toys count their output */
+static _Atomic int64_t COUNTED;
+
 typedef struct toy {
   net_server *srv;
   mailbox worker_mb; /* Put requests, for the worker thread */
@@ -283,7 +287,7 @@ static void toy_message(void *app, net_loop *loop, net_call call, int mid, const
     size_t count = len ? msg[0] : 0;
     for (size_t k = 0; k < count; k++) {
       for (size_t i = 0; i < SNAP_CHUNK; i++) chunk[i] = snap_byte(k, i);
-      int rc = net_stream_send(loop, call, chunk, SNAP_CHUNK);
+      int rc = net_stream_send_counted(loop, call, chunk, SNAP_CHUNK);
       TOY_CHECK(rc == 0);
     }
     TOY_CHECK(net_stream_pending_bytes(loop, call) == count * (SNAP_CHUNK + 5));
@@ -294,7 +298,7 @@ static void toy_message(void *app, net_loop *loop, net_call call, int mid, const
       return;
     }
     __atomic_fetch_add(&t->watch_msgs, 1, __ATOMIC_SEQ_CST);
-    int rc = net_stream_send(loop, call, msg, len);
+    int rc = net_stream_send_counted(loop, call, msg, len);
     TOY_CHECK(rc == 0);
   }
 }
@@ -411,7 +415,7 @@ static void toy_fill(net_config *cfg, net_handlers *h, uint32_t loops, size_t ma
   static const char *const capture[] = {"token", "hasleader"};
   *cfg = (net_config){.listen = listen, .n_listen = 1, .loops = loops,
                       .capture_headers = capture, .n_capture = 2, .tick_ms = 20,
-                      .max_conn_out_bytes = 256 * 1024,
+                      .max_conn_out_bytes = 256 * 1024, .counted_out_bytes = &COUNTED,
                       .max_recv_msg_bytes = max_msg, .max_concurrent_streams = max_streams,
                       .methods = toy_methods, .n_methods = 4,
                       .unimplemented_services = toy_unimpl, .n_unimplemented = 1};
@@ -978,6 +982,9 @@ static void test_bidi_stream(void) {
     usleep(5000);
   }
   CU_ASSERT_EQUAL(__atomic_load_n(&T.stream_ends_gone, __ATOMIC_SEQ_CST), gone0 + 2);
+  /* written, reset or dropped: none of it still counts */
+  for (int i = 0; i < 200 && atomic_load(&COUNTED) != 0; i++) usleep(5000);
+  CU_ASSERT_EQUAL(atomic_load(&COUNTED), 0);
 }
 
 static size_t read_all(int fd, char *buf, size_t cap, int *eof);
@@ -1303,6 +1310,19 @@ static void test_server_stream_flow_control(void) {
     for (size_t i = 0; i < SNAP_CHUNK; i++) bad += m[5 + i] != snap_byte(j, i);
   }
   CU_ASSERT_EQUAL(bad, 0);
+  /* counted from net_stream_send_counted until the socket took it */
+  for (int i = 0; i < 200 && atomic_load(&COUNTED) != 0; i++) usleep(5000);
+  CU_ASSERT_EQUAL(atomic_load(&COUNTED), 0);
+  /* a client that stops reading: what the server holds stays counted until
+   * the connection goes */
+  cli_start(&c, "/etcdserverpb.Maintenance/Snapshot", req, n, 1, NULL, NULL);
+  cli_pump(&c, 0); /* the request goes; no WINDOW_UPDATE ever follows */
+  for (int i = 0; i < 200 && atomic_load(&COUNTED) == 0; i++) usleep(5000);
+  CU_ASSERT(atomic_load(&COUNTED) > 0);
+  cli_close(&c);
+  for (int i = 0; i < 200 && atomic_load(&COUNTED) != 0; i++) usleep(5000);
+  CU_ASSERT_EQUAL(atomic_load(&COUNTED), 0);
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
   /* server-streaming call half-closed without its request: grpc-go's EOF */
   k = call_once(&c, "/etcdserverpb.Maintenance/Snapshot", NULL, 0, 1, NULL, NULL);
   CU_ASSERT_EQUAL(k->grpc_status, 2);
@@ -1310,6 +1330,27 @@ static void test_server_stream_flow_control(void) {
   cli_close(&c);
 }
 
+
+/* A client whose windows never pace the server (16 MiB, as cetcd-bench's):
+ * one flush serializes at most 8 x max_conn_out_bytes (2 MiB here); the
+ * rest of a 4 MiB response must still go, though the client sends nothing
+ * more that would wake the connection. */
+static void test_big_windows(void) {
+  tcli c;
+  CU_ASSERT_FATAL(cli_open(&c, PORT) == 0);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 16 << 20}};
+  nghttp2_submit_settings(c.h2, NGHTTP2_FLAG_NONE, iv, 1);
+  nghttp2_session_set_local_window_size(c.h2, NGHTTP2_FLAG_NONE, 0, 16 << 20);
+  for (int i = 0; i < 5; i++) cli_pump(&c, 5); /* settled before the call */
+  uint8_t req[8];
+  uint8_t count = 64;
+  size_t n = frame(req, 0, (const char *)&count, 1);
+  tcall *k = call_once(&c, "/etcdserverpb.Maintenance/Snapshot", req, n, 1, NULL, NULL);
+  CU_ASSERT_TRUE(k->closed);
+  CU_ASSERT_EQUAL(k->grpc_status, 0);
+  CU_ASSERT_EQUAL(k->data_len, (size_t)count * (SNAP_CHUNK + 5));
+  cli_close(&c);
+}
 
 static void test_goaway_on_stop(void) {
   uint16_t port = 0;
@@ -1798,6 +1839,7 @@ int main(int argc, char **argv) {
   CU_add_test(srv, "many streams, posted replies", test_many_streams);
   CU_add_test(srv, "bidi stream", test_bidi_stream);
   CU_add_test(srv, "server stream, flow control", test_server_stream_flow_control);
+  CU_add_test(srv, "server stream, big client windows: no stall", test_big_windows);
   CU_add_test(srv, "http1", test_http1);
   CU_add_test(srv, "http1 cancel", test_http1_cancel);
   CU_add_test(srv, "two loops", test_two_loops);

@@ -8,7 +8,8 @@
  * brute force), filters and prev_kv, etcd's control responses (created,
  * duplicate id, empty range, cancel, progress), catch-up from history in
  * chunks, compaction cancels, lost/omitted batches, and a slow stream
- * moving to catch-up and back without a gap or a duplicate.
+ * moving to catch-up and back without a gap or a duplicate, and the
+ * server-wide budget on unsent output across many such streams.
  */
 #define _GNU_SOURCE
 #include <CUnit/Basic.h>
@@ -683,6 +684,121 @@ static void test_congested_loop(void) {
   done();
 }
 
+/* The server-wide budget: 40 streams whose output nobody takes (posted to
+ * the loop and never handled). Each would hold up to HIGH on its own; over
+ * the budget a stream above LOW stalls and catch-up waits (one chunk per
+ * trickle period), so what is outstanding stays under the budget plus a
+ * per-stream slack. Once the loop takes everything, every watcher gets
+ * every event, in order, once. */
+enum { BS = 40, BW = 2, BPUTS = 600 };
+static _Atomic int64_t B_UNSENT;
+static msg_watch_out **B_HELD;
+static size_t B_NHELD, B_CAPHELD;
+static size_t B_CNT[BS + 1][BW];
+static int64_t B_LAST[BS + 1][BW];
+static size_t B_DIS[BS + 1][BW];
+
+static void budget_take(msg_watch_out *m) {
+  for (size_t off = 0; off + 4 <= m->len;) {
+    uint32_t l;
+    memcpy(&l, m->buf + off, 4);
+    Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, l, m->buf + off + 4);
+    CU_ASSERT_FATAL(r != NULL);
+    int32_t st = m->call.stream_id;
+    if (st >= 1 && st <= BS && r->watch_id >= 0 && r->watch_id < BW) {
+      for (size_t i = 0; i < r->n_events; i++) {
+        int64_t rev = r->events[i]->kv->mod_revision;
+        if (rev <= B_LAST[st][r->watch_id]) B_DIS[st][r->watch_id]++;
+        B_LAST[st][r->watch_id] = rev;
+        B_CNT[st][r->watch_id]++;
+      }
+    }
+    etcdserverpb__watch_response__free_unpacked(r, NULL);
+    off += 4 + l;
+  }
+  /* as watch_service_on_post, with a socket that takes everything at once */
+  atomic_fetch_add(&m->fb->delivered, m->len);
+  atomic_store(&m->fb->pending, 0);
+  if (!m->len) atomic_fetch_add(&m->fb->probes_done, 1);
+  atomic_fetch_sub(m->unsent, (int64_t)m->len);
+  watch_out_free(m);
+}
+
+static bool B_TAKE;
+static int budget_post(void *arg, msg_watch_out *m) {
+  (void)arg;
+  if (B_TAKE) {
+    budget_take(m);
+    return 0;
+  }
+  if (B_NHELD == B_CAPHELD) {
+    B_CAPHELD = B_CAPHELD ? 2 * B_CAPHELD : 1024;
+    B_HELD = realloc(B_HELD, B_CAPHELD * sizeof(*B_HELD));
+    CU_ASSERT_FATAL(B_HELD != NULL);
+  }
+  B_HELD[B_NHELD++] = m;
+  return 0;
+}
+
+static void test_budget(void) {
+  fresh();
+  watch_hub_free(H);
+  const size_t budget = 4 * WATCH_STREAM_LOW_BYTES;
+  atomic_store(&B_UNSENT, 0);
+  watch_hub_env env = {.store = M, .max_request_bytes = 1 << 20, .post = budget_post,
+                       .unsent = &B_UNSENT, .budget_bytes = budget};
+  H = watch_hub_new(&env, mvcc_current_rev(M));
+  B_TAKE = false, B_NHELD = 0;
+  memset(B_CNT, 0, sizeof(B_CNT)), memset(B_LAST, 0, sizeof(B_LAST)), memset(B_DIS, 0, sizeof(B_DIS));
+  for (int st = 1; st <= BS; st++)
+    for (int w = 0; w < BW; w++) watch(st, "k", (wopt){.end = "l"});
+  char v[1025];
+  memset(v, 'x', sizeof(v) - 1);
+  v[sizeof(v) - 1] = 0;
+  int64_t peak = 0;
+  for (int i = 0; i < BPUTS; i++) {
+    char k[16];
+    snprintf(k, sizeof(k), "k%d", i % 7);
+    put(k, v);
+    watch_hub_clock(H, (uint64_t)i * 10); /* a trickle chunk every 10 puts */
+    watch_hub_catch_up(H);
+    if (i % 10 == 0) watch_hub_tick(H);
+    size_t out = 0;
+    for (size_t j = 0; j < B_NHELD; j++) out += B_HELD[j]->len;
+    CU_ASSERT(atomic_load(&B_UNSENT) == (int64_t)out); /* the hub holds nothing unposted */
+    if ((int64_t)out > peak) peak = (int64_t)out;
+  }
+  /* a revision's output per stream: BW responses of ~1.1 KiB; a chunk
+   * gives one stream at most about HIGH */
+  const int64_t rev_out = BW * 1200;
+  int64_t bound = (int64_t)budget + BS * (WATCH_STREAM_LOW_BYTES + rev_out) + WATCH_STREAM_HIGH_BYTES;
+  CU_ASSERT(peak > (int64_t)budget);
+  CU_ASSERT(peak <= bound);
+  CU_ASSERT(peak < (int64_t)BS * WATCH_STREAM_HIGH_BYTES / 2); /* what per-stream bounds alone allow */
+  watch_hub_stats hs;
+  watch_hub_get_stats(H, &hs);
+  CU_ASSERT(hs.budget_stalls > 0 && hs.budget_waits > 0);
+  CU_ASSERT(hs.unsent_peak == peak);
+  /* the loop takes everything, and from now on takes at once */
+  B_TAKE = true;
+  for (size_t j = 0; j < B_NHELD; j++) budget_take(B_HELD[j]);
+  B_NHELD = 0;
+  CU_ASSERT(atomic_load(&B_UNSENT) == 0);
+  for (int i = 0; i < 100000 && watch_hub_waiting(H); i++) watch_hub_catch_up(H), watch_hub_tick(H);
+  put("k1", "after");
+  watch_hub_get_stats(H, &hs);
+  CU_ASSERT(hs.unsynced == 0);
+  size_t complete = 0, disorder = 0;
+  for (int st = 1; st <= BS; st++)
+    for (int w = 0; w < BW; w++) complete += B_CNT[st][w] == BPUTS + 1, disorder += B_DIS[st][w];
+  CU_ASSERT(complete == BS * BW);
+  CU_ASSERT(disorder == 0);
+  CU_ASSERT(atomic_load(&B_UNSENT) == 0);
+  done();
+  free(B_HELD);
+  B_HELD = NULL, B_CAPHELD = 0;
+}
+
 static void test_fragment(void) {
   fresh();
   watch_hub_free(H);
@@ -726,6 +842,7 @@ int main(void) {
   CU_add_test(s, "slow stream: bounded, then complete", test_slow_stream);
   CU_add_test(s, "congested net loop: never waits, nothing lost", test_congested_loop);
   CU_add_test(s, "fragment", test_fragment);
+  CU_add_test(s, "budget: bounded across streams, then complete", test_budget);
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
   unsigned fails = CU_get_number_of_failures();
