@@ -1431,6 +1431,20 @@ static int b_on_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_
   return 0;
 }
 
+/* Starts b's client session: stream window `win`, connection window
+ * `conn_win`, the SETTINGS queued for the first send. */
+static void bcli_init(bcli *b, int32_t win, int32_t conn_win) {
+  nghttp2_session_callbacks *cb;
+  nghttp2_session_callbacks_new(&cb);
+  nghttp2_session_callbacks_set_on_stream_close_callback(cb, b_on_close);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, b_on_data);
+  nghttp2_session_client_new(&b->h2, cb, b);
+  nghttp2_session_callbacks_del(cb);
+  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, (uint32_t)win}};
+  nghttp2_submit_settings(b->h2, NGHTTP2_FLAG_NONE, iv, 1);
+  nghttp2_session_set_local_window_size(b->h2, NGHTTP2_FLAG_NONE, 0, conn_win);
+}
+
 /* A client that writes and does not read. HTTP/2 flow control alone lets
  * it send 4 x 4 MiB here (stream and connection windows); the server must
  * stop consuming once its unsent output reaches max_conn_out_bytes
@@ -1466,15 +1480,7 @@ static void test_backpressure(void) {
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   CU_ASSERT_FATAL(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
   bcli b = {0};
-  nghttp2_session_callbacks *cb;
-  nghttp2_session_callbacks_new(&cb);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, b_on_close);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, b_on_data);
-  nghttp2_session_client_new(&b.h2, cb, &b);
-  nghttp2_session_callbacks_del(cb);
-  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 30}};
-  nghttp2_submit_settings(b.h2, NGHTTP2_FLAG_NONE, iv, 1);
-  nghttp2_session_set_local_window_size(b.h2, NGHTTP2_FLAG_NONE, 0, 1 << 30);
+  bcli_init(&b, 1 << 30, 1 << 30);
   nghttp2_nv nva[6] = {
       {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
       {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
@@ -1745,15 +1751,7 @@ static int bench_main(long total, int inflight, const char *path) {
   if (toy_start(1, 4096, 2000, &port) != 0) return 1;
   bcli b = {0};
   int fd = connect_port(port);
-  nghttp2_session_callbacks *cb;
-  nghttp2_session_callbacks_new(&cb);
-  nghttp2_session_callbacks_set_on_stream_close_callback(cb, b_on_close);
-  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, b_on_data);
-  nghttp2_session_client_new(&b.h2, cb, &b);
-  nghttp2_session_callbacks_del(cb);
-  nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 1 << 24}};
-  nghttp2_submit_settings(b.h2, NGHTTP2_FLAG_NONE, iv, 1);
-  nghttp2_session_set_local_window_size(b.h2, NGHTTP2_FLAG_NONE, 0, 1 << 28);
+  bcli_init(&b, 1 << 24, 1 << 28);
   nghttp2_nv nva[6] = {
       {(uint8_t *)":method", (uint8_t *)"POST", 7, 4, 0},
       {(uint8_t *)":scheme", (uint8_t *)"http", 7, 4, 0},
