@@ -642,5 +642,19 @@ def diff_result(a, b, label_a, label_b):
     return "".join(out)
 
 
+def judge_step(n, kind, what, masked, fails):
+    """One step of a step-list differential test: diffs etcd's (masked[0])
+    and cetcd's (masked[1]) (rc, out, err), appends a failure to `fails`,
+    prints the reference's output with DIFF_SHOW. True when identical."""
+    d = diff_result(masked[0], masked[1], "etcd", "cetcd")
+    if d:
+        fails.append("step %d (%s %s):\n%s" % (n, kind, what, d))
+    if os.environ.get("DIFF_SHOW"):
+        print(">>> %d %s %s [rc=%s]\n%s%s" % (n, kind, what, masked[0][0],
+                                             masked[0][1].decode(errors="replace"),
+                                             masked[0][2].decode(errors="replace")))
+    return not d
+
+
 def fmt_args(args):
     return " ".join(shlex.quote(a) if isinstance(a, str) else repr(a) for a in args)

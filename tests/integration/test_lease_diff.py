@@ -258,16 +258,9 @@ def main():
                     lo, hi = step[-1]
                     out = check_remaining("step %d %s" % (n, s.srv.label), out, lo, hi)
                 masked.append((rc, out, err))
-            d = dt.diff_result(masked[0], masked[1], "etcd", "cetcd")
             what = " ".join(step[1]) if step[0] == "ctl" else " ".join(map(str, step[1:]))
-            if d:
-                FAILS.append("step %d (%s %s):\n%s" % (n, step[0], what, d))
-            else:
+            if dt.judge_step(n, step[0], what, masked, FAILS):
                 passed += 1
-            if os.environ.get("DIFF_SHOW"):
-                print(">>> %d %s %s [rc=%s]\n%s%s" % (n, step[0], what, masked[0][0],
-                                                     masked[0][1].decode(errors="replace"),
-                                                     masked[0][2].decode(errors="replace")))
     finally:
         for s in sides:
             dt.close_channel(s.srv.endpoint)
